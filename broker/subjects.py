@@ -1,0 +1,88 @@
+"""Subject, stream, bucket and header names: the wire contract as pure functions.
+
+Nothing here does I/O. Every name another NATS client may depend on is built
+here and nowhere else (DESIGN.md §3 and §5).
+"""
+
+from __future__ import annotations
+
+from config.errors import BrokerError
+
+TASKS_STREAM = "TASKS"
+RESULTS_STREAM = "RESULTS"
+DLQ_STREAM = "DLQ"
+
+REGISTRY_BUCKET = "registry"
+AGENT_STATE_BUCKET = "agent_state"
+VARIABLES_BUCKET = "variables"
+
+SERVICE_NAME = "foundation"
+
+# Header names. Nats-Msg-Id is the server's deduplication header.
+MSG_ID = "Nats-Msg-Id"
+REPLY_TO = "Foundation-Reply-To"
+TASK_ID = "Foundation-Task-Id"
+POOL = "Foundation-Pool"
+ERROR = "Foundation-Error"
+ATTEMPTS = "Foundation-Attempts"
+
+_FORBIDDEN = set(" \t\r\n.*>")
+
+
+def token(value: str, what: str = "subject token") -> str:
+    """Check that ``value`` can stand as one token of a subject.
+
+    Raises:
+        BrokerError: the value is empty or holds ``.``, ``*``, ``>`` or white space.
+    """
+    if not value or _FORBIDDEN & set(value):
+        raise BrokerError(f"{what} {value!r} must be non-empty and hold no '.', '*', '>' or white space")
+    return value
+
+
+def tasks(pool: str) -> str:
+    return f"tasks.{token(pool, 'pool name')}"
+
+
+def results(pool: str) -> str:
+    return f"results.{token(pool, 'pool name')}"
+
+
+def dlq(pool: str) -> str:
+    return f"dlq.{token(pool, 'pool name')}"
+
+
+def pool_of(subject: str) -> str:
+    """The pool a ``tasks.<pool>`` / ``results.<pool>`` / ``dlq.<pool>`` subject names."""
+    return subject.split(".", 1)[1]
+
+
+def consumer(pool: str) -> str:
+    """Durable name of the pool's pull consumer on ``TASKS``."""
+    return f"pool-{token(pool, 'pool name')}"
+
+
+def event(node: str, kind: str) -> str:
+    return f"foundation.events.{token(node, 'node name')}.{token(kind, 'event kind')}"
+
+
+def events(node: str = "*") -> str:
+    """Wildcard for the lifecycle events of one node (or of all)."""
+    return f"foundation.events.{node}.>"
+
+
+def coord(protocol: str, group: str, session: str, phase: str) -> str:
+    return ".".join(
+        (
+            "coord",
+            token(protocol, "protocol"),
+            token(group, "group"),
+            token(session, "session"),
+            token(phase, "phase"),
+        )
+    )
+
+
+def default_task_id(stream_seq: int) -> str:
+    """Task id of a task published without ``Nats-Msg-Id``."""
+    return f"{TASKS_STREAM}:{stream_seq}"

@@ -1,0 +1,30 @@
+"""Configuration: the schema, the loader, and the shipped ``foundation.toml``.
+
+This is the leaf package: it imports nothing else of Foundation. It also
+holds the exception hierarchy, so every layer can share one root.
+"""
+
+from config.errors import (
+    BrokerError,
+    ConfigError,
+    FoundationError,
+    ProtocolError,
+    SupervisorError,
+    WorkerError,
+)
+from config.loader import SHIPPED, apply_env, build_config, load_config
+from config.schema import (
+    Config,
+    MetricsConfig,
+    NatsConfig,
+    NodeConfig,
+    PoolConfig,
+    QuotaConfig,
+    SupervisorConfig,
+)
+
+__all__ = [
+    "BrokerError", "Config", "ConfigError", "FoundationError", "MetricsConfig", "NatsConfig",
+    "NodeConfig", "PoolConfig", "ProtocolError", "QuotaConfig", "SHIPPED", "SupervisorConfig",
+    "SupervisorError", "WorkerError", "apply_env", "build_config", "load_config",
+]

@@ -1,0 +1,169 @@
+"""Typed config sections. Each dataclass validates itself in ``__post_init__``.
+
+Seconds are floats; other units are in the name (``max_rss_mb``).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass, field
+
+from config.errors import ConfigError
+
+_POOL_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+RESTART_TYPES = ("permanent", "transient", "temporary")
+DISPATCH_MODES = ("queue", "market")
+
+
+def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", socket.gethostname().split(".")[0] or "local")
+        if not _POOL_NAME.match(self.name):
+            raise ConfigError("node.name", f"must match [A-Za-z0-9_-]+ (it is a subject token), got {self.name!r}")
+
+
+@dataclass(frozen=True)
+class NatsConfig:
+    url: str = ""  # empty: run the embedded nats-server
+    store_dir: str = "var/nats"
+    port: int = 4222  # embedded server client port; -1 picks a free one
+    monitor_port: int = 8222  # embedded server /healthz port; -1 picks a free one
+    results_max_age: float = 7 * 24 * 3600.0
+    dlq_max_age: float = 30 * 24 * 3600.0
+    duplicate_window: float = 120.0
+    connect_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("results_max_age", "dlq_max_age", "duplicate_window", "connect_timeout"):
+            _positive(f"nats.{name}", getattr(self, name))
+        if self.url and not self.url.startswith(("nats://", "tls://", "ws://", "wss://")):
+            raise ConfigError("nats.url", f"must start with nats:// (or tls://), got {self.url!r}; leave it empty for the embedded server")
+
+    @property
+    def embedded(self) -> bool:
+        return not self.url
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    port: int = 9464  # 0 disables /metrics
+    host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("metrics.port", f"must be 0..65535, got {self.port}")
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    max_restarts: int = 5
+    max_seconds: float = 10.0
+    shutdown: float = 10.0  # seconds a child gets between SIGTERM and SIGKILL
+
+    def __post_init__(self) -> None:
+        _positive("supervisor.max_restarts", self.max_restarts, allow_zero=True)
+        _positive("supervisor.max_seconds", self.max_seconds)
+        _positive("supervisor.shutdown", self.shutdown)
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    max_rss_mb: float = 0.0  # 0: unlimited
+    max_cpu_percent: float = 0.0
+    cpu_window: float = 10.0  # seconds the CPU limit must be exceeded for
+    max_open_fds: int = 0
+    rate_per_s: float = 0.0  # cluster-wide, shared by all workers of the pool
+    max_concurrency: int = 0  # cluster-wide in-flight tasks
+
+    def __post_init__(self) -> None:
+        for name in ("max_rss_mb", "max_cpu_percent", "max_open_fds", "rate_per_s", "max_concurrency"):
+            _positive(f"quota.{name}", getattr(self, name), allow_zero=True)
+        _positive("quota.cpu_window", self.cpu_window)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    name: str
+    handler: str
+    size: int = 1
+    concurrency: int = 8
+    max_deliver: int = 5
+    backoff: tuple[float, ...] = (0.2, 1.0, 5.0)
+    ack_wait: float = 30.0
+    capabilities: tuple[str, ...] = ()
+    max_body_bytes: int = 1024 * 1024
+    batch: int = 0  # messages per fetch; 0 = concurrency
+    restart: str = "permanent"
+    max_restarts: int = 10  # the pool's own restart intensity
+    max_seconds: float = 10.0
+    shutdown: float = 10.0
+    time_limit: float = 0.0  # soft limit in seconds; 0 disables
+    hard_time_limit: float = 0.0  # worker recycled past this; 0 disables
+    max_tasks_per_child: int = 0
+    max_age_s: float = 0.0
+    min_size: int = 0  # autoscaling bounds; 0 disables autoscaling
+    max_size: int = 0
+    dispatch: str = "queue"
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
+
+    def __post_init__(self) -> None:
+        p = f"pools.{self.name}"
+        if not _POOL_NAME.match(self.name):
+            raise ConfigError(p, "a pool name must match [A-Za-z0-9_-]+ (it is a subject token)")
+        if ":" not in self.handler or self.handler.startswith(":") or self.handler.endswith(":"):
+            raise ConfigError(f"{p}.handler", f"must be 'module:callable', got {self.handler!r}")
+        for name in ("size", "concurrency", "max_deliver", "max_body_bytes"):
+            _positive(f"{p}.{name}", getattr(self, name))
+        for name in ("ack_wait", "max_seconds", "shutdown"):
+            _positive(f"{p}.{name}", getattr(self, name))
+        for name in ("batch", "max_restarts", "time_limit", "hard_time_limit",
+                     "max_tasks_per_child", "max_age_s", "min_size", "max_size"):
+            _positive(f"{p}.{name}", getattr(self, name), allow_zero=True)
+        for i, b in enumerate(self.backoff):
+            _positive(f"{p}.backoff[{i}]", b)
+        if self.backoff and len(self.backoff) >= self.max_deliver:
+            raise ConfigError(f"{p}.backoff", f"has {len(self.backoff)} delays but max_deliver is {self.max_deliver}; give at most max_deliver - 1 delays")
+        if self.restart not in RESTART_TYPES:
+            raise ConfigError(f"{p}.restart", f"must be one of {', '.join(RESTART_TYPES)}, got {self.restart!r}")
+        if self.dispatch not in DISPATCH_MODES:
+            raise ConfigError(f"{p}.dispatch", f"must be one of {', '.join(DISPATCH_MODES)}, got {self.dispatch!r}")
+        if self.hard_time_limit and self.time_limit and self.hard_time_limit <= self.time_limit:
+            raise ConfigError(f"{p}.hard_time_limit", "must be greater than time_limit")
+        if self.max_size and self.min_size > self.max_size:
+            raise ConfigError(f"{p}.min_size", f"is {self.min_size}, above max_size {self.max_size}")
+
+    @property
+    def fetch_batch(self) -> int:
+        return self.batch or self.concurrency
+
+    def backoff_for(self, attempt: int) -> float:
+        """Delay before redelivering after failed ``attempt`` (1-based)."""
+        if not self.backoff:
+            return 0.0
+        return self.backoff[min(attempt, len(self.backoff)) - 1]
+
+
+@dataclass(frozen=True)
+class Config:
+    node: NodeConfig = field(default_factory=NodeConfig)
+    nats: NatsConfig = field(default_factory=NatsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    pools: dict[str, PoolConfig] = field(default_factory=dict)
+    path: str = ""  # where it was loaded from, for messages
+
+    def pool(self, name: str) -> PoolConfig:
+        try:
+            return self.pools[name]
+        except KeyError:
+            raise ConfigError(f"pools.{name}", f"no such pool; known pools: {', '.join(self.pools) or 'none'}") from None
