@@ -2,13 +2,16 @@
 
 * :mod:`broker.subjects` — subject, stream, bucket and header names (pure).
 * :mod:`broker.codec` — the orjson body codec with a size limit.
+* :mod:`broker.envelope` — the result body and dead-letter headers.
 * :mod:`broker.server` — the embedded ``nats-server``.
 * :mod:`broker.connection` — connecting with reconnect.
+* :mod:`broker.tasks` — publishing tasks and collecting results.
 * :mod:`broker.streams` — idempotent stream, consumer and bucket declarations.
 """
 
 from broker import subjects
 from broker.codec import BodyTooLargeError, CodecError, InvalidJSONError, decode, encode, one_line
+from broker.envelope import dead_letter_headers, error_line, result_body
 from broker.connection import NatsUnavailableError, connect, jetstream
 from broker.server import (
     EmbeddedServer,
@@ -19,11 +22,12 @@ from broker.server import (
     server_binary,
     wait_ready,
 )
+from broker.tasks import ResultCollector, collect_results, publish_task, read_stream, task_id_of
 from broker.streams import consumer_config, declare_pool_consumer, declare_streams, key_value, stream_configs
 
 __all__ = [
     "BodyTooLargeError", "CodecError", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",
     "ServerAddress", "ServerNotReadyError", "ServerOptions", "connect", "consumer_config", "decode",
-    "declare_pool_consumer", "declare_streams", "die_with_parent", "encode", "jetstream", "key_value",
-    "one_line", "server_binary", "stream_configs", "subjects", "wait_ready",
+    "dead_letter_headers", "declare_pool_consumer", "declare_streams", "error_line", "result_body", "die_with_parent", "encode", "jetstream", "key_value",
+    "one_line", "publish_task", "read_stream", "ResultCollector", "collect_results", "task_id_of", "server_binary", "stream_configs", "subjects", "wait_ready",
 ]

@@ -1,0 +1,139 @@
+"""The publisher's side of the task contract: publish tasks, await results.
+
+Used by the CLI, the chaos workload and the tests; any other NATS client can
+do the same with a JetStream publish and a subscription (see the README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy, PubAck
+
+from broker import subjects
+from broker.codec import decode, encode
+
+
+async def publish_task(
+    js: JetStreamContext,
+    pool: str,
+    payload: Any,
+    *,
+    task_id: str | None = None,
+    reply_to: str | None = None,
+    raw: bytes | None = None,
+) -> PubAck:
+    """Publish one task to ``tasks.<pool>`` and wait for the stream's ack.
+
+    Args:
+        payload: JSON-able body (ignored when ``raw`` is given).
+        task_id: sent as ``Nats-Msg-Id``; without it the id is ``TASKS:<seq>``.
+        reply_to: a subject that also receives the result.
+        raw: exact body bytes, e.g. to publish something that is not JSON.
+    """
+    headers: dict[str, str] = {}
+    if task_id:
+        headers[subjects.MSG_ID] = task_id
+    if reply_to:
+        headers[subjects.REPLY_TO] = reply_to
+    data = raw if raw is not None else encode(payload)
+    return await js.publish(subjects.tasks(pool), data, headers=headers or None)
+
+
+def task_id_of(ack: PubAck, task_id: str | None) -> str:
+    """The id the task will carry in its result."""
+    return task_id or subjects.default_task_id(ack.seq)
+
+
+class ResultCollector:
+    """Collects results of one pool by task id, from the ``RESULTS`` stream.
+
+    Open it (:func:`collect_results`) *before* publishing: it reads only
+    results stored after it opened. It uses an ordered consumer, which
+    detects and repairs gaps, so no result is missed.
+    """
+
+    def __init__(self) -> None:
+        self.results: dict[str, dict[str, Any]] = {}
+        self.duplicates = 0
+        self._changed = asyncio.Event()
+
+    def _on_result(self, msg: Msg) -> None:
+        body = decode(msg.data)
+        task_id = body.get("task_id")
+        if task_id in self.results:
+            self.duplicates += 1
+        self.results[task_id] = body
+        self._changed.set()
+
+    async def wait_for(self, task_ids: set[str] | int, timeout: float | None = None, progress=None) -> dict[str, dict[str, Any]]:
+        """Wait until a result is in for each of ``task_ids`` (or for that many).
+
+        Args:
+            task_ids: the ids awaited, or a count of results.
+            timeout: seconds; ``None`` waits forever.
+            progress: called with the number done each time it changes.
+
+        Raises:
+            TimeoutError: not all arrived in time.
+        """
+
+        def done() -> int:
+            if isinstance(task_ids, int):
+                return len(self.results)
+            return sum(1 for t in task_ids if t in self.results)
+
+        total = task_ids if isinstance(task_ids, int) else len(task_ids)
+
+        async def _wait() -> None:
+            while (n := done()) < total:
+                if progress:
+                    progress(n)
+                self._changed.clear()
+                await self._changed.wait()
+            if progress:
+                progress(total)
+
+        await asyncio.wait_for(_wait(), timeout)
+        return self.results
+
+
+@asynccontextmanager
+async def collect_results(js: JetStreamContext, pool: str) -> AsyncIterator[ResultCollector]:
+    """Open a :class:`ResultCollector` on ``results.<pool>`` (``">"`` for all pools)."""
+    collector = ResultCollector()
+
+    async def _cb(msg: Msg) -> None:
+        collector._on_result(msg)
+
+    subject = "results.>" if pool == ">" else subjects.results(pool)
+    sub = await js.subscribe(subject, cb=_cb, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW)
+    try:
+        yield collector
+    finally:
+        await sub.unsubscribe()
+
+
+async def read_stream(js: JetStreamContext, stream: str, subject: str | None = None, timeout: float = 5.0) -> list[Msg]:
+    """Every message now in ``stream`` (optionally only ``subject``), in order."""
+    info = await js.stream_info(stream)
+    if info.state.messages == 0:
+        return []
+    out: list[Msg] = []
+    sub = await js.subscribe(subject or ">", stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    try:
+        # An empty filtered view never delivers: ask the consumer how much waits.
+        if (await sub.consumer_info()).num_pending == 0:
+            return out
+        while True:
+            msg = await sub.next_msg(timeout=timeout)
+            out.append(msg)
+            if msg.metadata.num_pending == 0:
+                return out
+    finally:
+        await sub.unsubscribe()

@@ -1,0 +1,44 @@
+"""Worker-side Prometheus metrics, recorded as lifecycle middleware.
+
+In a supervised node ``PROMETHEUS_MULTIPROC_DIR`` is set before any process
+imports ``prometheus_client``, so every worker writes its own value files and
+the root supervisor's ``/metrics`` aggregates them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from workers.middleware import Middleware, Outcome, Task
+
+TASKS_PROCESSED = Counter("foundation_tasks_processed_total", "Tasks whose result was stored and acked.", ["pool"])
+TASKS_FAILED = Counter("foundation_tasks_failed_total", "Handler exceptions (each attempt counts).", ["pool"])
+TASKS_RETRIED = Counter("foundation_tasks_retried_total", "Tasks handed back for redelivery after a failure.", ["pool"])
+TASKS_DEAD = Counter("foundation_tasks_dead_lettered_total", "Tasks sent to the DLQ.", ["pool", "reason"])
+TASK_SECONDS = Histogram(
+    "foundation_task_duration_seconds",
+    "Handler run time.",
+    ["pool"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+IN_FLIGHT = Gauge("foundation_tasks_in_flight", "Tasks being handled now.", ["pool"], multiprocess_mode="livesum")
+
+
+class MetricsMiddleware(Middleware):
+    """Counts outcomes and handler latency per pool."""
+
+    def before_task(self, task: Task) -> None:
+        IN_FLIGHT.labels(task.pool).inc()
+
+    def after_task(self, task: Task, outcome: Outcome) -> None:
+        IN_FLIGHT.labels(task.pool).dec()
+        if outcome.handler_seconds is not None:
+            TASK_SECONDS.labels(task.pool).observe(outcome.handler_seconds)
+        if outcome.error is not None and outcome.kind != "invalid":
+            TASKS_FAILED.labels(task.pool).inc()
+        if outcome.kind == "ok":
+            TASKS_PROCESSED.labels(task.pool).inc()
+        elif outcome.kind == "retry":
+            TASKS_RETRIED.labels(task.pool).inc()
+        else:
+            TASKS_DEAD.labels(task.pool, outcome.kind).inc()

@@ -1,0 +1,98 @@
+"""The body of a worker process, from fork to exit.
+
+The supervisor forks this from its fork server and passes a :class:`WorkerSpec`
+and the write end of a pipe. The worker reports on the pipe exactly once:
+``ready`` when it is bound to its consumer, or ``error:<why>`` before it exits
+non-zero, so the supervisor's ``start()`` returns only for a working worker
+and can print why one could not start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from broker import NatsUnavailableError, connect, die_with_parent
+from config.schema import PoolConfig
+from workers.consumer import Worker
+from workers.exitcodes import EXIT_ERROR, EXIT_HANDLER_IMPORT, EXIT_NATS_UNAVAILABLE, EXIT_OK
+from workers.handler import Handler, HandlerImportError
+
+READY = b"ready"
+ERROR_PREFIX = b"error:"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker process needs; pickled across the fork server."""
+
+    pool: PoolConfig
+    worker_id: str
+    nats_url: str
+    node: str
+    connect_timeout: float = 5.0
+    log_level: int = logging.INFO
+
+
+def _report(channel: Any, message: bytes) -> None:
+    try:
+        channel.send_bytes(message)
+        channel.close()
+    except OSError:
+        pass  # the supervisor is gone; the death signal will follow
+
+
+def worker_main(spec: WorkerSpec, channel: Any) -> NoReturn:
+    """Entry point of a forked worker. Never returns: exits with a named code."""
+    os.setpgid(0, 0)  # own process group: the supervisor signals the whole group
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
+    logging.basicConfig(
+        level=spec.log_level,
+        format=f"%(asctime)s %(levelname)s [{spec.worker_id} pid {os.getpid()}] %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    try:
+        handler = Handler.load(spec.pool.handler, threads=spec.pool.concurrency)
+    except HandlerImportError as exc:
+        _report(channel, ERROR_PREFIX + str(exc).encode())
+        os._exit(EXIT_HANDLER_IMPORT)
+    try:
+        code = asyncio.run(_serve(spec, handler, channel))
+    except Exception:
+        logging.getLogger("foundation.worker").exception("%s crashed", spec.worker_id)
+        code = EXIT_ERROR
+    handler.close()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+async def _serve(spec: WorkerSpec, handler: Handler, channel: Any) -> int:
+    # Imported here: prometheus_client must see PROMETHEUS_MULTIPROC_DIR, which
+    # the supervisor sets before starting the fork server.
+    from workers.metrics import MetricsMiddleware
+
+    try:
+        nc = await connect(spec.nats_url, name=f"worker {spec.worker_id}", connect_timeout=spec.connect_timeout)
+    except NatsUnavailableError as exc:
+        _report(channel, ERROR_PREFIX + str(exc).encode())
+        return EXIT_NATS_UNAVAILABLE
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        worker = Worker(spec.pool, spec.worker_id, nc, handler, middleware=[MetricsMiddleware()])
+        await worker.bind()
+        _report(channel, READY)
+        await worker.run(stop)
+    finally:
+        await nc.drain() if nc.is_connected else await nc.close()
+    return EXIT_OK
