@@ -1,0 +1,188 @@
+"""The registry backend on the ``registry`` JetStream KV bucket.
+
+Every write carries a per-message TTL (the ``Nats-TTL`` header), so an entry
+that stops being rewritten disappears on its own: this is how the entries of
+a node that died without cleaning up go away. The bucket's stream is set up
+with subject delete markers, so the server writes a marker when a TTL runs
+out and every watcher learns of the expiry as a change, not by polling.
+
+The server counts TTLs in whole seconds; a TTL is rounded up, minimum 1 s.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
+
+from broker import jetstream, key_value, subjects
+from protocols.registry.backend import Change, ChangeKind
+from protocols.registry.entry import Entry
+from protocols.registry.errors import (
+    EntryExistsError,
+    InvalidEntryError,
+    RegistryUnavailableError,
+    RevisionMismatchError,
+)
+
+log = logging.getLogger("foundation.registry")
+
+# How long the server keeps the marker of an expired key. Long enough for a
+# watcher that was briefly disconnected to still see the expiry on resume.
+MARKER_TTL = 60.0
+
+_TTL = "Nats-TTL"
+_EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+# Set by the server on the marker it writes when a key's TTL runs out.
+_MARKER_REASON = "Nats-Marker-Reason"
+
+# JetStream's "wrong last sequence" API error codes.
+_WRONG_LAST_SEQUENCE = (10071, 10164)
+
+_TRANSPORT_ERRORS = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError)
+
+
+def _ttl_header(ttl: float) -> str:
+    if ttl <= 0:
+        raise InvalidEntryError(f"registry TTL must be positive, got {ttl}")
+    return str(max(1, math.ceil(ttl)))
+
+
+class _KVWatch:
+    """Turns the bucket watcher's entries into :class:`Change` values."""
+
+    def __init__(self, watcher: KeyValue.KeyWatcher) -> None:
+        self._watcher = watcher
+
+    def __aiter__(self) -> AsyncIterator[Change | None]:
+        return self
+
+    async def __anext__(self) -> Change | None:
+        while True:
+            item = await self._watcher.__anext__()
+            if item is None:
+                return None
+            if item.operation == KV_DEL:
+                return Change(ChangeKind.DELETE, item.key, None, item.revision)
+            if item.operation == KV_PURGE:
+                # nats-py reports server TTL markers ("MaxAge") as purges; we never purge.
+                return Change(ChangeKind.EXPIRE, item.key, None, item.revision)
+            try:
+                entry = Entry.from_json(item.value)
+            except InvalidEntryError as exc:
+                # Another writer put garbage under a key: skip it rather than stop every cache.
+                log.warning("registry: ignoring key %r at revision %d: %s", item.key, item.revision, exc)
+                continue
+            return Change(ChangeKind.PUT, item.key, entry, item.revision)
+
+    async def stop(self) -> None:
+        try:
+            await self._watcher.stop()
+        except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
+            pass  # already gone with its connection
+
+
+class KVBackend:
+    """A :class:`~protocols.registry.backend.RegistryBackend` on a KV bucket.
+
+    Build it with :meth:`open`, which creates or adapts the bucket.
+    """
+
+    def __init__(self, js: JetStreamContext, kv: KeyValue, bucket: str) -> None:
+        self._js = js
+        self._kv = kv
+        self._prefix = f"$KV.{bucket}."
+        self._stream = f"KV_{bucket}"
+        self.bucket = bucket
+
+    @classmethod
+    async def open(cls, nc: Client, bucket: str = subjects.REGISTRY_BUCKET, *,
+                   marker_ttl: float = MARKER_TTL) -> KVBackend:
+        """Open (creating if needed) the bucket with per-key TTL and expiry markers.
+
+        Raises:
+            RegistryUnavailableError: the bucket could not be created or adapted.
+        """
+        js = jetstream(nc)
+        try:
+            kv = await key_value(js, bucket, per_key_ttl=True)
+            info = await js.stream_info(f"KV_{bucket}")
+            cfg = info.config
+            if not cfg.allow_msg_ttl or not cfg.subject_delete_marker_ttl:
+                # Both are needed for expiry by TTL to reach watchers; raced updates are idempotent.
+                cfg.allow_msg_ttl = True
+                cfg.subject_delete_marker_ttl = marker_ttl
+                await js.update_stream(cfg)
+        except (nats.js.errors.Error, *_TRANSPORT_ERRORS) as exc:
+            raise RegistryUnavailableError(f"cannot open the KV bucket {bucket!r}: {exc}") from exc
+        return cls(js, kv, bucket)
+
+    async def _publish(self, id: str, data: bytes, headers: dict[str, str]) -> int:
+        try:
+            ack = await self._js.publish(self._prefix + id, data, headers=headers or None)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in _WRONG_LAST_SEQUENCE:
+                raise RevisionMismatchError(
+                    f"registry entry {id!r} changed since revision {headers.get(_EXPECTED_LAST)}"
+                ) from exc
+            raise RegistryUnavailableError(f"registry write of {id!r} refused: {exc}") from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise RegistryUnavailableError(f"registry write of {id!r} failed: {exc}; is NATS reachable?") from exc
+        return ack.seq
+
+    async def put(self, entry: Entry, ttl: float) -> int:
+        return await self._publish(entry.id, entry.to_json(), {_TTL: _ttl_header(ttl)})
+
+    async def create(self, entry: Entry, ttl: float) -> int:
+        # The key's latest message may be a tombstone; creating over it is allowed.
+        current = await self._latest(entry.id)
+        if current is not None and current[1] is not None:
+            raise EntryExistsError(f"registry entry {entry.id!r} already exists; unregister it first")
+        expected = 0 if current is None else current[0]
+        try:
+            return await self.update(entry, ttl, expected)
+        except RevisionMismatchError as exc:
+            raise EntryExistsError(f"registry entry {entry.id!r} was created concurrently") from exc
+
+    async def update(self, entry: Entry, ttl: float, revision: int) -> int:
+        headers = {_TTL: _ttl_header(ttl), _EXPECTED_LAST: str(revision)}
+        return await self._publish(entry.id, entry.to_json(), headers)
+
+    async def _latest(self, id: str) -> tuple[int, Entry | None] | None:
+        """(revision, entry) of the key's latest message; entry None for a tombstone or
+        expiry marker; None if the key has no message at all."""
+        try:
+            msg = await self._js.get_msg(self._stream, subject=self._prefix + id)
+        except nats.js.errors.NotFoundError:
+            return None
+        except (nats.js.errors.Error, *_TRANSPORT_ERRORS) as exc:
+            raise RegistryUnavailableError(f"registry read of {id!r} failed: {exc}") from exc
+        headers = msg.headers or {}
+        if headers.get(KV_OP) in (KV_DEL, KV_PURGE) or _MARKER_REASON in headers or not msg.data:
+            return msg.seq, None
+        return msg.seq, Entry.from_json(msg.data)
+
+    async def get(self, id: str) -> tuple[Entry, int] | None:
+        latest = await self._latest(id)
+        if latest is None or latest[1] is None:
+            return None
+        return latest[1], latest[0]
+
+    async def delete(self, id: str, revision: int | None = None) -> int | None:
+        headers = {KV_OP: KV_DEL}
+        if revision is not None:
+            headers[_EXPECTED_LAST] = str(revision)
+        return await self._publish(id, b"", headers)
+
+    async def watch(self) -> _KVWatch:
+        try:
+            watcher = await self._kv.watchall()
+        except (nats.js.errors.Error, *_TRANSPORT_ERRORS) as exc:
+            raise RegistryUnavailableError(f"cannot watch the KV bucket {self.bucket!r}: {exc}") from exc
+        return _KVWatch(watcher)
