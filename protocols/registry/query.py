@@ -35,7 +35,6 @@ _MISSING = object()
 _FIELDS = frozenset(
     {"id", "pool", "node", "pid", "capabilities", "metadata", "status", "load", "started_at", "heartbeat_at"}
 )
-_LOAD_FIELDS = frozenset({"in_flight", "processed"})
 
 # Fields with an index in the cache: an ``eq`` on them narrows candidates first.
 INDEXED = frozenset({"pool", "node", "status"})
@@ -86,12 +85,7 @@ def resolve(entry: Entry, parts: Sequence[str]) -> Any:
     if head == "capabilities":
         value: Any = sorted(entry.capabilities)
     elif head == "load":
-        value = entry.load
-        if len(parts) > 1:
-            if parts[1] not in _LOAD_FIELDS:
-                return _MISSING
-            value = getattr(value, parts[1])
-            parts = parts[1:]
+        value = {"in_flight": entry.load.in_flight, "processed": entry.load.processed}
     else:
         value = getattr(entry, head)
     for key in parts[1:]:
@@ -100,8 +94,6 @@ def resolve(entry: Entry, parts: Sequence[str]) -> Any:
         value = value.get(key, _MISSING)
         if value is _MISSING:
             return _MISSING
-    if head == "load" and len(parts) == 1:
-        return {"in_flight": value.in_flight, "processed": value.processed}
     return value
 
 
