@@ -7,6 +7,7 @@ do the same with a JetStream publish and a subscription (see the README).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -60,6 +61,7 @@ class ResultCollector:
 
     def __init__(self) -> None:
         self.results: dict[str, dict[str, Any]] = {}
+        self.arrived: dict[str, float] = {}  # task id -> time.perf_counter() of first arrival
         self.duplicates = 0
         self._changed = asyncio.Event()
 
@@ -68,6 +70,8 @@ class ResultCollector:
         task_id = body.get("task_id")
         if task_id in self.results:
             self.duplicates += 1
+        else:
+            self.arrived[task_id] = time.perf_counter()
         self.results[task_id] = body
         self._changed.set()
 

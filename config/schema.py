@@ -58,6 +58,7 @@ class NatsConfig:
 class MetricsConfig:
     port: int = 9464  # 0 disables /metrics
     host: str = "127.0.0.1"
+    dir: str = "var/metrics"  # multiprocess value files; wiped at start
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -1,0 +1,72 @@
+"""The supervision tree: OS processes kept alive the way OTP keeps processes.
+
+Contract
+========
+
+Children
+    A child is a forked worker, an external command (nats-server), or a
+    nested supervisor. Each has a stable id; a worker's id is its slot,
+    ``<pool>.<n>``, kept across restarts while its pid changes. Child spec
+    fields and defaults: ``restart = "permanent"``, ``shutdown = 10.0``
+    seconds, ``start_timeout = 30.0`` seconds.
+
+Start order
+    Children start one at a time in list order; ``start()`` of a child returns
+    only once it is ready (a worker has bound to its consumer; nats-server
+    answers ``/healthz``). If one fails to start, those already started are
+    stopped in reverse order and the supervisor's own start fails.
+
+Stop order
+    Reverse of start order. Stopping a child: SIGTERM to the child, wait up to
+    its ``shutdown`` seconds, then SIGKILL to its whole process group. A
+    worker that gets SIGTERM stops fetching, finishes its in-flight tasks and
+    exits 0.
+
+Restart types
+    ``permanent``: always restarted. ``transient``: restarted only after an
+    abnormal exit (non-zero code or a signal). ``temporary``: never
+    restarted, and removed from the supervisor when it ends.
+
+Strategies (what is restarted when a child ends and must be restarted)
+    ``one_for_one``: that child only. ``one_for_all``: every other child is
+    stopped (reverse order), then all are started (in order).
+    ``rest_for_one``: the children started after it are stopped (reverse
+    order), then it and they are started (in order).
+
+Intensity
+    Every restart is counted. More than ``max_restarts`` restarts within
+    ``max_seconds`` makes the supervisor give up: it stops all its children in
+    reverse start order and ends with :data:`EXIT_ESCALATED`; its parent then
+    treats that as the supervisor's own abnormal exit. The root giving up
+    makes ``foundation up`` exit with code 3, so systemd restarts the node.
+    Two exceptions, both deliberate: a worker exiting with
+    ``EXIT_RECYCLE`` (it asked to be replaced: task count, age, quota) is
+    restarted without being counted; a worker whose handler cannot be
+    imported (``EXIT_HANDLER_IMPORT``) is not retried at all: restarting
+    cannot fix it, so the supervisor escalates at once with the import error.
+
+Process safety
+    Workers are forked from a fork server (a fresh interpreter that
+    preloaded the handler modules), never from the supervisor, which runs
+    threads and an event loop. The fork server dies with the supervisor and
+    every child dies with the fork server (``PR_SET_PDEATHSIG``), so a
+    ``kill -9`` of the supervisor leaves no orphan.
+
+The tree of a node (``foundation up``)::
+
+    root (rest_for_one, [supervisor] max_restarts/max_seconds)
+      ├─ nats-server        only when nats.url is empty
+      ├─ pool:<name>        one_for_one, the pool's max_restarts/max_seconds
+      │    ├─ <name>.0
+      │    └─ <name>.1 …
+      └─ …
+"""
+
+from supervisor.children import ChildStartError, ExitInfo, ProcessChild
+from supervisor.pool import PoolSupervisor
+from supervisor.tree import EXIT_ESCALATED, EXIT_START_FAILED, STRATEGIES, IntensityExceededError, Supervisor
+
+__all__ = [
+    "EXIT_ESCALATED", "EXIT_START_FAILED", "STRATEGIES", "ChildStartError", "ExitInfo",
+    "IntensityExceededError", "PoolSupervisor", "ProcessChild", "Supervisor",
+]

@@ -94,5 +94,16 @@ async def _serve(spec: WorkerSpec, handler: Handler, channel: Any) -> int:
         _report(channel, READY)
         await worker.run(stop)
     finally:
-        await nc.drain() if nc.is_connected else await nc.close()
+        await _close(nc)
     return EXIT_OK
+
+
+async def _close(nc: Any) -> None:
+    # Flush so the last acks reach the server, then close. (``drain()`` would
+    # wait out the pull subscription's pending request first.)
+    if nc.is_connected:
+        try:
+            await nc.flush(timeout=2)
+        except Exception as exc:  # the acks of unflushed tasks will be redelivered
+            logging.getLogger("foundation.worker").warning("flush before exit failed: %s", exc)
+    await nc.close()

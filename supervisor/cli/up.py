@@ -1,0 +1,35 @@
+"""``foundation up``: run this node's supervision tree in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from supervisor.cli.common import add_config_option, load
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("up", help="start the node: embedded NATS (if configured), pools, /metrics")
+    add_config_option(p)
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load(args)  # a ConfigError exits 2 before anything starts
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s [supervisor] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Before anything imports prometheus_client, in this process or a child.
+    from supervisor import metrics
+
+    metrics.prepare_dir(Path(cfg.metrics.dir) / cfg.node.name)
+    from supervisor.node import Node
+
+    return asyncio.run(Node(cfg, announce=lambda line: print(line, flush=True)).run())

@@ -1,0 +1,102 @@
+"""The per-node control service: NATS micro service ``foundation``.
+
+Every node registers the service ``foundation`` (so ``$SRV.PING``,
+``$SRV.INFO`` and ``$SRV.STATS`` find all nodes) with endpoints on
+node-specific subjects, so the CLI's ``--node`` reaches exactly one node:
+
+    foundation.control.<node>.status   {}                        -> status
+    foundation.control.<node>.scale    {"pool": P, "size": N}    -> {"pool", "size"}
+    foundation.control.<node>.restart  {"pool": P} | {"slot": S} -> {"restarted": [...]}
+
+Requests and replies are JSON. Errors use the micro error headers
+(``Nats-Service-Error``, ``Nats-Service-Error-Code``) with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nats.aio.client import Client
+from nats.micro import add_service
+from nats.micro.request import Request
+
+from broker import decode, encode, subjects
+from config.errors import FoundationError
+
+log = logging.getLogger("foundation.control")
+
+VERSION = "0.1.0"
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+def control_subject(node: str, endpoint: str) -> str:
+    return f"foundation.control.{subjects.token(node, 'node name')}.{endpoint}"
+
+
+class ControlError(FoundationError):
+    """A control request was invalid (status 400) or failed (500)."""
+
+    def __init__(self, message: str, code: int = 400) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+async def serve_control(nc: Client, node: str, endpoints: dict[str, Handler]) -> Any:
+    """Register the service and its endpoints; returns the micro service."""
+    service = await add_service(
+        nc,
+        name=subjects.SERVICE_NAME,
+        version=VERSION,
+        description="Foundation node control",
+        metadata={"node": node},
+    )
+    for name, fn in endpoints.items():
+        await service.add_endpoint(
+            name=name, subject=control_subject(node, name), handler=_wrap(fn), queue_group=f"node-{node}"
+        )
+    return service
+
+
+def _wrap(fn: Handler) -> Callable[[Request], Awaitable[None]]:
+    async def handle(req: Request) -> None:
+        try:
+            args = decode(req.data) if req.data else {}
+            if not isinstance(args, dict):
+                raise ControlError("request body must be a JSON object")
+            reply = await fn(args)
+        except ControlError as exc:
+            await req.respond_error(str(exc.code), str(exc))
+            return
+        except FoundationError as exc:
+            await req.respond_error("500", str(exc))
+            return
+        except Exception as exc:  # report, never leave the caller hanging
+            log.exception("control endpoint failed")
+            await req.respond_error("500", f"{type(exc).__name__}: {exc}")
+            return
+        await req.respond(encode(reply))
+
+    return handle
+
+
+async def request(nc: Client, node: str, endpoint: str, args: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
+    """Call a node's control endpoint (the CLI's side).
+
+    Raises:
+        ControlError: the node answered with an error, or did not answer.
+    """
+    import nats.errors
+
+    try:
+        msg = await nc.request(control_subject(node, endpoint), encode(args or {}), timeout=timeout)
+    except nats.errors.NoRespondersError:
+        raise ControlError(f"no node {node!r} is running (nothing answers on {control_subject(node, endpoint)})", 503) from None
+    except nats.errors.TimeoutError:
+        raise ControlError(f"node {node!r} did not answer {endpoint} within {timeout:g}s", 504) from None
+    headers = msg.headers or {}
+    if "Nats-Service-Error" in headers:
+        raise ControlError(headers["Nats-Service-Error"], int(headers.get("Nats-Service-Error-Code", "500")))
+    return decode(msg.data)

@@ -1,0 +1,52 @@
+"""The fork server workers are forked from.
+
+Forking the supervisor itself would copy a process that runs an event loop
+and threads (the metrics server), which is unsafe. Instead a fresh
+interpreter is started once (``multiprocess``'s fork server, launched by
+fork+exec), it imports the handler modules, and every worker is forked from
+that clean, single-threaded, pre-warmed process. Children of the fork server
+set ``PR_SET_PDEATHSIG``; the fork server exits when the supervisor does, so a
+``kill -9`` of the supervisor takes every worker with it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import multiprocess
+
+# Read by workers.preload inside the fork server; not imported from there
+# because importing that module has effects meant for the fork server only.
+PRELOAD_ENV = "FOUNDATION_PRELOAD"
+
+_context: Any = None
+
+
+def start_fork_server(modules: Iterable[str]) -> Any:
+    """Start (once) the fork server with ``modules`` preloaded; returns the context.
+
+    Must run before any worker is started. Later calls return the same
+    context; their modules are imported by each worker on its own instead.
+    """
+    global _context
+    if _context is None:
+        os.environ[PRELOAD_ENV] = ",".join(sorted(set(modules)))
+        ctx = multiprocess.get_context("forkserver")
+        ctx.set_forkserver_preload(["workers.preload"])
+        from multiprocess import forkserver
+
+        forkserver.ensure_running()
+        _context = ctx
+    return _context
+
+
+def fork_context() -> Any:
+    """The fork server context; starts one with no extra preload if needed."""
+    return _context if _context is not None else start_fork_server(())
+
+
+def handler_modules(handlers: Iterable[str]) -> list[str]:
+    """Module names of ``module:callable`` handler specs."""
+    return sorted({h.partition(":")[0] for h in handlers})
