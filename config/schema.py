@@ -56,13 +56,13 @@ class NatsConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    port: int = 9464  # 0 disables /metrics
+    port: int = 9464  # 0 disables /metrics; -1 picks a free port
     host: str = "127.0.0.1"
     dir: str = "var/metrics"  # multiprocess value files; wiped at start
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError("metrics.port", f"must be 0..65535, got {self.port}")
+        if not -1 <= self.port <= 65535:
+            raise ConfigError("metrics.port", f"must be 0..65535 (0 disables, -1 picks a free port), got {self.port}")
 
 
 @dataclass(frozen=True)

@@ -64,5 +64,5 @@ def serve(host: str, port: int) -> tuple[Any, int]:
     registry = CollectorRegistry()
     if os.environ.get(ENV):
         MultiProcessCollector(registry)
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    server, _thread = start_http_server(max(port, 0), addr=host, registry=registry)
     return server, server.server_port
