@@ -1,0 +1,252 @@
+"""The Contract Net participant: bid on calls for proposals and perform awarded tasks.
+
+Message sequence, seen from one participant (subjects in :mod:`.messages`)::
+
+    group -> me        cfp                       (ignored unless ``to`` names me)
+    me -> initiator    propose {price, …} | refuse {reason}       bid() decides
+    initiator -> me    accept-proposal | reject-proposal           on my inbox
+    me -> initiator    inform-progress every ``progress_every`` s while perform() runs
+    me -> initiator    inform-result {result} | inform-done | failure {reason}
+    initiator -> me    cancel                    perform() is cancelled
+
+``bid(cfp)`` returns a price, a mapping with a ``price`` key (other keys go
+to the initiator's scorer) or ``None`` to refuse; it may be async. A bid that
+raises is a refuse with the error as reason. ``perform(cfp)`` does the work;
+a non-``None`` return value is sent as inform-result, ``None`` as
+inform-done, an exception as failure. Each cfp and each awarded task runs in
+its own asyncio task, so a slow bid or a long task never delays the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+
+from broker import codec
+from protocols.market import messages as m
+from protocols.market.errors import ContractNetError
+
+log = logging.getLogger("foundation.protocols.market")
+
+BidFunction = Callable[[m.CallForProposals], "float | Mapping[str, Any] | None | Awaitable[float | Mapping[str, Any] | None]"]
+PerformFunction = Callable[[m.CallForProposals], Any]
+
+# How long an unanswered proposal is remembered past its reply-by time: the
+# initiator decides right at the deadline, so this only bounds memory when an
+# initiator dies between cfp and award.
+_PENDING_GRACE = 60.0
+
+
+class ContractNetParticipant:
+    """One agent answering the calls for proposals of its group.
+
+    Use as an async context manager, or call :meth:`start` and :meth:`stop`.
+
+    Args:
+        nc: a connected NATS client.
+        group: the group whose cfps this agent receives.
+        agent_id: this agent's id (what initiators address and score).
+        bid: decides the proposal for a cfp (see module docstring).
+        perform: runs an awarded task.
+        log_limit: how many message records to keep in :attr:`records`.
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        group: str,
+        agent_id: str,
+        *,
+        bid: BidFunction,
+        perform: PerformFunction,
+        log_limit: int = 10_000,
+    ) -> None:
+        self.nc = nc
+        self.group = group
+        self.agent_id = agent_id
+        self._bid = bid
+        self._perform = perform
+        self.records: deque[tuple[str, m.Record]] = deque(maxlen=log_limit)
+        self._subs: list[Any] = []
+        self._inbox = ""
+        self._pending: dict[str, tuple[m.CallForProposals, str, float]] = {}
+        self._work: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def load(self) -> int:
+        """Awarded tasks in progress."""
+        return len(self._work)
+
+    async def start(self) -> None:
+        """Subscribe to the group's cfps and to this agent's inbox; returns once the server has both.
+
+        Raises:
+            ContractNetError: NATS refused the subscriptions.
+        """
+        self._inbox = self.nc.new_inbox()
+        try:
+            self._subs.append(await self.nc.subscribe(m.cfp_wildcard(self.group), cb=self._on_cfp))
+            self._subs.append(await self.nc.subscribe(self._inbox, cb=self._on_inbox))
+            await self.nc.flush()
+        except nats.errors.Error as exc:
+            raise ContractNetError(f"participant {self.agent_id} cannot subscribe: {exc}") from exc
+
+    async def stop(self) -> None:
+        """Stop answering, cancel work in progress (no ending is sent: the initiator times out)."""
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except nats.errors.Error:
+                pass  # connection closed: nothing left to unsubscribe
+        self._subs.clear()
+        tasks = [*self._tasks, *self._work.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> ContractNetParticipant:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def conversation(self, conversation_id: str) -> list[m.Record]:
+        """This participant's records of one conversation."""
+        return [r for cid, r in self.records if cid == conversation_id]
+
+    def _record(self, cid: str, direction: str, performative: str, peer: str, body: Any, note: str = "") -> None:
+        now = asyncio.get_running_loop().time()
+        self.records.append((cid, m.Record(now, direction, performative, peer, body, note)))
+
+    async def _send(self, subject: str, performative: str, cid: str, peer: str, body: Any) -> None:
+        self._record(cid, "out", performative, peer, body)
+        await m.send(
+            self.nc, subject, performative, conversation_id=cid, sender=self.agent_id, reply_to=self._inbox, body=body
+        )
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _on_cfp(self, msg: Any) -> None:
+        parsed = m.parse(msg)
+        if parsed is None:
+            return
+        performative, cid, sender, reply_to, body = parsed
+        if performative != m.CFP or not isinstance(body, dict) or not reply_to:
+            return
+        to = body.get("to")
+        if to is not None and self.agent_id not in to:
+            return
+        self._record(cid, "in", performative, sender, body)
+        cfp = m.CallForProposals(
+            conversation_id=cid,
+            task_id=str(body.get("task_id", "")),
+            task=body.get("task"),
+            initiator=sender,
+            round=int(body.get("round", 1)),
+            reply_by=float(body.get("reply_by", 0.0)),
+            reply_within=float(body.get("reply_within", 0.0)),
+        )
+        self._spawn(self._answer(cfp, reply_to))
+
+    async def _answer(self, cfp: m.CallForProposals, reply_to: str) -> None:
+        try:
+            offer = self._bid(cfp)
+            if inspect.isawaitable(offer):
+                offer = await offer
+        except Exception as exc:  # bid() is user code: its failure is a refusal, not a crash
+            offer, reason = None, codec.one_line(f"{type(exc).__name__}: {exc}")
+        else:
+            reason = "declined"
+        loop = asyncio.get_running_loop()
+        self._prune(loop.time())
+        try:
+            if offer is None:
+                await self._send(reply_to, m.REFUSE, cfp.conversation_id, cfp.initiator, {"reason": reason})
+                return
+            body = dict(offer) if isinstance(offer, Mapping) else {"price": offer}
+            expires = loop.time() + cfp.reply_within + _PENDING_GRACE
+            self._pending[cfp.conversation_id] = (cfp, reply_to, expires)
+            await self._send(reply_to, m.PROPOSE, cfp.conversation_id, cfp.initiator, body)
+        except ContractNetError as exc:
+            log.warning("participant %s could not answer %s: %s", self.agent_id, cfp.conversation_id, exc)
+
+    def _prune(self, now: float) -> None:
+        for cid in [cid for cid, (_, _, exp) in self._pending.items() if exp < now]:
+            del self._pending[cid]
+
+    async def _on_inbox(self, msg: Any) -> None:
+        parsed = m.parse(msg)
+        if parsed is None:
+            return
+        performative, cid, sender, reply_to, body = parsed
+        pending = self._pending.pop(cid, None) if performative in (m.ACCEPT, m.REJECT) else None
+        if performative == m.ACCEPT and pending is not None:
+            self._record(cid, "in", performative, sender, body)
+            cfp, initiator_subject, _ = pending
+            every = body.get("progress_every") if isinstance(body, dict) else None
+            every = float(every) if isinstance(every, (int, float)) and every > 0 else None
+            self._work[cid] = self._spawn(self._run(cfp, reply_to or initiator_subject, every))
+        elif performative == m.REJECT and pending is not None:
+            self._record(cid, "in", performative, sender, body)
+        elif performative == m.CANCEL and cid in self._work:
+            self._record(cid, "in", performative, sender, body)
+            self._work[cid].cancel()
+        else:
+            self._record(cid, "in", performative, sender, body, note="unexpected")
+            if performative == m.ACCEPT and reply_to:
+                # An award we cannot honour (forgotten or never proposed): say so at once
+                # so the initiator re-offers instead of waiting out its silence timeout.
+                body = {"reason": "no pending proposal for this conversation"}
+                await self._send_quietly(reply_to, m.FAILURE, cid, sender, body)
+
+    async def _run(self, cfp: m.CallForProposals, subject: str, every: float | None) -> None:
+        cid = cfp.conversation_id
+        ticker = self._spawn(self._progress(subject, cid, cfp.initiator, every)) if every else None
+        try:
+            try:
+                result = self._perform(cfp)
+                if inspect.isawaitable(result):
+                    result = await result
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the task failed: tell the initiator, which re-offers it
+                ending, body = m.FAILURE, {"reason": codec.one_line(f"{type(exc).__name__}: {exc}")}
+            else:
+                ending, body = (m.INFORM_DONE, {}) if result is None else (m.INFORM_RESULT, {"result": result})
+            if ticker is not None:
+                ticker.cancel()
+            try:
+                codec.encode(body)
+            except codec.CodecError as exc:
+                ending, body = m.FAILURE, {"reason": codec.one_line(f"result is not JSON-serializable: {exc}")}
+            await self._send(subject, ending, cid, cfp.initiator, body)
+        except ContractNetError as exc:
+            log.warning("participant %s could not report %s: %s", self.agent_id, cid, exc)
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+            self._work.pop(cid, None)
+
+    async def _progress(self, subject: str, cid: str, initiator: str, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)  # a heartbeat period, not a wait for an event
+            await self._send_quietly(subject, m.PROGRESS, cid, initiator, {})
+
+    async def _send_quietly(self, subject: str, performative: str, cid: str, peer: str, body: Any) -> None:
+        try:
+            await self._send(subject, performative, cid, peer, body)
+        except ContractNetError as exc:
+            log.warning("participant %s could not send %s for %s: %s", self.agent_id, performative, cid, exc)
