@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,7 @@ log = logging.getLogger("foundation.protocols.lease")
 
 LEASE_BUCKET = "leases"
 _VERSION = 1
+_KEY = re.compile(r"^[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*$")
 
 
 class LeaseError(ProtocolError):
@@ -106,7 +108,12 @@ def _encode(holder: str | None, owner: str | None, term: int, ttl: float) -> byt
     return codec.encode({"v": _VERSION, "holder": holder, "owner": owner, "term": term, "ttl": ttl})
 
 
-def _decode(data: bytes, revision: int) -> LeaseRecord:
+def decode_record(data: bytes, revision: int) -> LeaseRecord:
+    """Parse a lease record read at ``revision``.
+
+    Raises:
+        LeaseError: the bytes are not a lease record.
+    """
     try:
         body: dict[str, Any] = codec.decode(data)
         return LeaseRecord(
@@ -132,7 +139,7 @@ async def read_lease(kv: KeyValue, name: str) -> LeaseRecord | None:
         return None
     except nats.errors.Error as exc:
         raise LeaseUnavailableError(f"cannot read lease {name!r}: {exc!r}; is NATS reachable?") from exc
-    return _decode(entry.value or b"", entry.revision or 0)
+    return decode_record(entry.value or b"", entry.revision or 0)
 
 
 async def open_lease_bucket(js: JetStreamContext, bucket: str = LEASE_BUCKET) -> KeyValue:
@@ -165,6 +172,8 @@ class Lease:
         safety_margin: float | None = None,
         renew_every: float | None = None,
     ) -> None:
+        if not _KEY.match(name):
+            raise LeaseError(f"lease name {name!r} is not a KV key; use letters, digits, '-_/=' and inner dots")
         if ttl <= 0:
             raise LeaseError(f"lease ttl must be > 0 seconds, got {ttl}")
         margin = ttl * 0.2 if safety_margin is None else safety_margin
@@ -197,6 +206,14 @@ class Lease:
             and not self.lost.is_set()
             and asyncio.get_running_loop().time() < self._valid_until
         )
+
+    @property
+    def valid_until(self) -> float:
+        """End of the belief window on the loop's (monotonic) clock; 0 when not held.
+
+        Work that must finish while the lease is held can be bounded by it.
+        """
+        return self._valid_until if self._revision is not None and not self.lost.is_set() else 0.0
 
     @property
     def valid_for(self) -> float:
@@ -233,7 +250,7 @@ class Lease:
             if self._seen is None or self._seen[0] != current.revision:
                 self._seen = (current.revision, now, current.ttl)
                 return None
-            if now < self._seen[1] + current.ttl:
+            if now < self._seen[1] + self._seen[2]:
                 return None
             log.info("lease %s: taking over from %s (term %d) after %.3fs unchanged",
                      self.name, current.holder, current.term, now - self._seen[1])

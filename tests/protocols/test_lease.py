@@ -104,6 +104,8 @@ def test_bad_parameters_are_refused() -> None:
         Lease(None, "x", "h", ttl=0)  # type: ignore[arg-type]
     with pytest.raises(LeaseError, match="safety_margin must be in"):
         Lease(None, "x", "h", ttl=1.0, safety_margin=1.0)  # type: ignore[arg-type]
+    with pytest.raises(LeaseError, match="is not a KV key"):
+        Lease(None, "a b", "h", ttl=1.0)  # type: ignore[arg-type]
 
 
 async def _until(cond) -> None:

@@ -1,0 +1,224 @@
+"""Leader election: candidates compete for one :class:`~protocols.lease.Lease`.
+
+Message sequence (bucket ``leases``, key ``election.<name>``)::
+
+    candidate  -> KV  grant by CAS (term T+1)            the winner leads for term T+1
+    leader     -> KV  renewals every ttl/3-ish           keeps the term alive
+    candidate  <- KV  watch(key)                         waits for a release or an expiry
+    watcher    <- KV  watch(key)                         sees Leader(name, term) on every change
+    leader     -> KV  free record (term kept)            on resign; the next grant is T+2
+
+Invariants (tests/protocols/test_election.py checks them with real
+processes, kill -9 and SIGSTOP, and a guarded resource that records every
+write with its fencing term and the instant the writer believed it led):
+
+1. Terms of successive leaders strictly increase; a term is granted once.
+2. At no instant do two candidates both believe they lead: every belief
+   instant of term T precedes every belief instant of term T+1.
+3. When a leader dies, another candidate leads within about one ttl after
+   the dead leader's last renewal.
+4. Watchers see each new (leader, term), each resignation, and an expiry
+   (no renewal seen for a whole ttl) as ``Leader(None, term, expired=True)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+from nats.js.kv import KeyValue
+
+from protocols.lease import Lease, LeaseRecord, LeaseUnavailableError, decode_record, read_lease
+
+log = logging.getLogger("foundation.protocols.election")
+
+
+def election_key(name: str) -> str:
+    """The lease key of election ``name``."""
+    return f"election.{name}"
+
+
+@dataclass(frozen=True)
+class Leader:
+    """Who leads, as seen by a watcher.
+
+    Attributes:
+        name: the leader's candidate name; ``None`` when nobody leads.
+        term: the term (fencing token) of the latest grant.
+        expired: ``True`` when nobody leads because the last leader stopped
+            renewing (it may be dead or cut off), rather than resigning.
+    """
+
+    name: str | None
+    term: int
+    expired: bool = False
+
+
+class Election:
+    """One candidate in election ``name``.
+
+    Args:
+        kv: the lease bucket (see :func:`protocols.lease.open_lease_bucket`).
+        name: the election's name.
+        candidate: this candidate's name (shown to watchers).
+        ttl: seconds a dead leader keeps the lead at most.
+        safety_margin: see :class:`~protocols.lease.Lease`.
+    """
+
+    def __init__(
+        self, kv: KeyValue, name: str, candidate: str, ttl: float = 5.0, *, safety_margin: float | None = None
+    ) -> None:
+        self.name = name
+        self.candidate = candidate
+        self.lease = Lease(kv, election_key(name), candidate, ttl, safety_margin=safety_margin)
+        self._kv = kv
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this candidate may act as leader."""
+        return self.lease.held
+
+    @property
+    def term(self) -> int:
+        """The term of this candidate's current or last lead; 0 if it never led."""
+        return self.lease.term
+
+    @property
+    def lost(self) -> asyncio.Event:
+        """Set when the current lead can no longer be trusted."""
+        return self.lease.lost
+
+    async def campaign(self, timeout: float | None = None) -> int:
+        """Wait until this candidate leads.
+
+        Returns:
+            the term of its lead (pass it to guarded resources as the fencing token).
+
+        Raises:
+            LeaseTimeoutError: not elected within ``timeout`` seconds.
+        """
+        term = await self.lease.acquire(timeout)
+        log.info("election %s: %s leads, term %d", self.name, self.candidate, term)
+        return term
+
+    async def resign(self) -> None:
+        """Stop leading; another candidate may be elected at once."""
+        await self.lease.release()
+
+    async def leader(self) -> Leader:
+        """The leader of record now (it may have died without resigning)."""
+        record = await read_lease(self._kv, election_key(self.name))
+        if record is None:
+            return Leader(None, 0)
+        return Leader(record.holder, record.term)
+
+    def watch(self) -> LeaderWatch:
+        """A watch of this election's leader changes."""
+        return LeaderWatch(self._kv, self.name)
+
+    async def run(self, lead: Callable[[int], Awaitable[Any]]) -> None:
+        """Campaign forever; while leading, run ``lead(term)``.
+
+        ``lead`` is cancelled as soon as the lead is lost, and the candidate
+        campaigns again; if ``lead`` returns, the candidate resigns and
+        campaigns again. Cancel :meth:`run` to stop (it resigns).
+        """
+        try:
+            while True:
+                term = await self.campaign()
+                lost = self.lost
+                work = asyncio.ensure_future(lead(term))
+                watch = asyncio.ensure_future(lost.wait())
+                try:
+                    await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in (work, watch):
+                        task.cancel()
+                    await asyncio.gather(work, watch, return_exceptions=True)
+                if not lost.is_set():
+                    await self.resign()
+        finally:
+            await asyncio.shield(self.resign())
+
+    async def __aenter__(self) -> int:
+        return await self.campaign()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.resign()
+
+
+class LeaderWatch:
+    """Leader changes of one election, as an async iterator.
+
+    Use ``async with LeaderWatch(kv, name) as changes: async for leader in changes``.
+    The first item is the current state.
+    """
+
+    def __init__(self, kv: KeyValue, name: str) -> None:
+        self._kv = kv
+        self._key = election_key(name)
+        self._watcher: Any = None
+        self._last: Leader | None = None
+        self._seen: tuple[LeaseRecord, float] | None = None
+
+    async def __aenter__(self) -> LeaderWatch:
+        try:
+            self._watcher = await self._kv.watch(self._key)
+        except nats.errors.Error as exc:
+            raise LeaseUnavailableError(f"cannot watch election key {self._key!r}: {exc!r}") from exc
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._watcher is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self._watcher.stop()
+            self._watcher = None
+
+    def __aiter__(self) -> LeaderWatch:
+        return self
+
+    async def __anext__(self) -> Leader:
+        if self._watcher is None:
+            raise StopAsyncIteration
+        loop = asyncio.get_running_loop()
+        while True:
+            timeout = None
+            if self._seen is not None and not self._seen[0].free:
+                # No renewal for a whole ttl (our clock) means the leader is gone.
+                timeout = max(self._seen[1] + self._seen[0].ttl - loop.time(), 0.001)
+            try:
+                entry = await self._watcher.updates(timeout)
+            except nats.errors.TimeoutError:
+                record = self._seen[0]  # type: ignore[index]
+                self._seen = None
+                change = self._emit(Leader(None, record.term, expired=True))
+                if change is not None:
+                    return change
+                continue
+            if entry is None:
+                if self._last is None:
+                    self._last = Leader(None, 0)
+                    return self._last
+                continue
+            if not hasattr(entry, "value"):
+                raise StopAsyncIteration  # the watch was stopped
+            if entry.operation is not None or not entry.value:
+                continue  # deleted by hand; the next grant restarts the record
+            record = decode_record(entry.value, entry.revision or 0)
+            self._seen = (record, loop.time())
+            change = self._emit(Leader(record.holder, record.term))
+            if change is not None:
+                return change
+
+    def _emit(self, leader: Leader) -> Leader | None:
+        if self._last is not None and (self._last.name, self._last.term, self._last.expired) == (
+            leader.name, leader.term, leader.expired,
+        ):
+            return None
+        self._last = leader
+        return leader
