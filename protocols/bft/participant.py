@@ -1,0 +1,269 @@
+"""A member of Byzantine groups on NATS: ``await participant.decide(group, proposal, timeout)``.
+
+Each instance runs one :class:`~protocols.bft.machine.Tendermint` machine fed
+from four core-NATS subscriptions, ``coord.bft.<group>.<instance>.<phase>``
+for phase in proposal, prevote, precommit, decision. Every participant holds
+its own plain subscriptions (never a queue group: each must see every
+message). Core NATS delivers at most once, so a tick re-publishes the
+machine's current-round messages every ``rebroadcast_interval`` until it
+decides; after deciding, the instance stays subscribed for ``linger``
+seconds and answers members still voting with its decision, which is how
+late joiners and healed members catch up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from broker import subjects
+from protocols.bft.certificate import Certificate
+from protocols.bft.errors import (
+    DecisionTimeoutError,
+    InvalidProposalError,
+    MembershipError,
+    TransportUnavailableError,
+)
+from protocols.bft.keys import KeyDirectory, Signer
+from protocols.bft.machine import Effects, Tendermint, Timeout, TimeoutPolicy
+from protocols.bft.messages import KINDS, normalize
+
+log = logging.getLogger("foundation.protocols.bft")
+
+PROTOCOL = "bft"
+NATS_TIMEOUTS = TimeoutPolicy(propose=0.5, prevote=0.5, precommit=0.5, increment=0.25)
+
+
+def subject(group: str, instance: str, phase: str) -> str:
+    """The subject of one phase of one instance."""
+    return subjects.coord(PROTOCOL, group, instance, phase)
+
+
+class _Instance:
+    """One machine wired to NATS: subscriptions, timers, re-broadcast ticks."""
+
+    def __init__(self, owner: Participant, group: str, instance: str, machine: Tendermint) -> None:
+        self.owner = owner
+        self.group, self.instance = group, instance
+        self.machine = machine
+        self.done: asyncio.Future[tuple[Any, Certificate]] = asyncio.get_running_loop().create_future()
+        self._subs: list[Any] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def start(self) -> None:
+        nc = self.owner.nc
+        try:
+            for phase in KINDS:
+                self._subs.append(await nc.subscribe(subject(self.group, self.instance, phase), cb=self._on_msg))
+        except nats.errors.Error as exc:
+            await self.close()
+            raise TransportUnavailableError(f"cannot subscribe to bft instance {self.instance!r}: {exc}") from exc
+        self._spawn(self._tick_loop())
+        await self._apply(self.machine.start())
+
+    async def _on_msg(self, msg: Msg) -> None:
+        if self._closed or self.owner.paused:
+            return
+        await self._apply(self.machine.receive(msg.data))
+
+    async def _tick_loop(self) -> None:
+        interval = self.owner.rebroadcast_interval
+        while not self._closed:
+            await asyncio.sleep(interval)  # a periodic timer, not a wait for an event
+            if not self.owner.paused:
+                await self._apply(self.machine.rebroadcast())
+
+    def _on_timer(self, timeout: Timeout) -> None:
+        if not self._closed:
+            self._spawn(self._apply_timeout(timeout))
+
+    async def _apply_timeout(self, timeout: Timeout) -> None:
+        await self._apply(self.machine.on_timeout(timeout))
+
+    async def _apply(self, fx: Effects) -> None:
+        loop = asyncio.get_running_loop()
+        for t in fx.timeouts:
+            # Handles are only kept to be cancelled on close; a machine sets
+            # a handful of timers per round, so they are not pruned on firing.
+            self._timers.add(loop.call_later(t.delay, self._on_timer, t))
+        if fx.decision is not None and not self.done.done():
+            self.done.set_result((fx.decision.value, fx.decision.certificate))
+        if self.owner.paused:
+            return
+        for send in fx.sends:
+            try:
+                await self.owner.nc.publish(subject(self.group, self.instance, send.phase), send.data)
+            except nats.errors.Error as exc:
+                # At-most-once anyway: the next tick publishes again.
+                log.debug("bft %s/%s: publish failed: %s", self.group, self.instance, exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        self._closed = True
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        for sub in self._subs:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        self._subs.clear()
+        if not self.done.done():
+            self.done.cancel()
+
+
+class Participant:
+    """One member's endpoint for every Byzantine group it belongs to.
+
+    Args:
+        nc: a connected NATS client (this participant's own connection).
+        signer: this member's identity.
+        directory: public keys of each group's members.
+        validate: default proposal predicate (must give every member the same answer).
+        timeouts: step timeouts.
+        rebroadcast_interval: seconds between re-publications until decided.
+        linger: seconds an instance keeps answering after deciding; ``None``
+            until :meth:`close`.
+
+    Attributes:
+        paused: fault injection: while true, this member neither sends nor
+            receives instance traffic (its timers still run), as if cut off.
+    """
+
+    def __init__(
+        self, nc: Client, signer: Signer, directory: KeyDirectory, *,
+        validate: Callable[[Any], bool] | None = None, timeouts: TimeoutPolicy = NATS_TIMEOUTS,
+        rebroadcast_interval: float = 0.2, linger: float | None = 10.0,
+    ) -> None:
+        self.nc = nc
+        self.signer = signer
+        self.directory = directory
+        self.validate = validate
+        self.timeouts = timeouts
+        self.rebroadcast_interval = rebroadcast_interval
+        self.linger = linger
+        self.paused = False
+        self._instances: dict[tuple[str, str], _Instance] = {}
+        self._sequence: dict[str, itertools.count[int]] = {}
+        self._lingering: set[asyncio.Task[None]] = set()
+
+    @property
+    def id(self) -> str:
+        return self.signer.id
+
+    async def decide(
+        self, group: str, proposal: Any, timeout: float, *, instance: str | None = None,
+        validate: Callable[[Any], bool] | None = None,
+    ) -> tuple[Any, Certificate]:
+        """Agree with the group's members on one value.
+
+        Args:
+            group: the group; its members and keys come from the directory.
+            proposal: what this member proposes when it leads a round (JSON).
+            timeout: seconds to wait for the decision.
+            instance: the instance id every member passes; default: this
+                member's next sequence number for the group ("0", "1", ...),
+                which lines up only when all members decide in lockstep.
+            validate: proposal predicate overriding the participant's default.
+
+        Returns:
+            ``(value, certificate)``: the decided value (which may be another
+            member's proposal) and 2f+1 signed precommits proving it.
+
+        Raises:
+            InvalidProposalError: our own validation rejects ``proposal``.
+            MembershipError: we are not a member of ``group``, or it is empty.
+            DecisionTimeoutError: no decision within ``timeout`` (this member
+                then stops taking part in the instance).
+            TransportUnavailableError: NATS refused the subscriptions.
+        """
+        members = self.directory.members(group)
+        if self.id not in members:
+            raise MembershipError(f"{self.id!r} is not a member of group {group!r}; add its key to the directory")
+        if instance is None:
+            instance = str(next(self._sequence.setdefault(group, itertools.count())))
+        if instance.startswith("_"):
+            raise MembershipError(f"instance {instance!r}: names starting with '_' are reserved")
+        key = (group, instance)
+        running = self._instances.get(key)
+        if running is None:
+            predicate = validate or self.validate or (lambda _v: True)
+            try:
+                ok = predicate(normalize(proposal))
+            except TypeError as exc:
+                raise InvalidProposalError(f"proposal is not JSON: {exc}") from exc
+            if not ok:
+                raise InvalidProposalError(f"proposal {proposal!r} fails validation; propose a valid value")
+            machine = Tendermint(
+                group=group, instance=instance, signer=self.signer, members=members, proposal=proposal,
+                validate=predicate, timeouts=self.timeouts,
+            )
+            running = self._instances[key] = _Instance(self, group, instance, machine)
+            await running.start()
+        try:
+            result = await asyncio.wait_for(asyncio.shield(running.done), timeout)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            if running.done.done() and not running.done.cancelled():
+                result = running.done.result()
+            else:
+                self._instances.pop(key, None)
+                await running.close()
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                raise DecisionTimeoutError(
+                    f"no decision in {group}/{instance} after {timeout:.3g}s (round {running.machine.round}); "
+                    "are at least 2f+1 members running and connected?"
+                ) from None
+        self._linger(key, running)
+        return result
+
+    def rejected(self, group: str, instance: str) -> Counter[str]:
+        """Messages this member refused in an instance it still holds, by reason."""
+        inst = self._instances.get((group, instance))
+        return Counter(inst.machine.rejected) if inst else Counter()
+
+    def _linger(self, key: tuple[str, str], inst: _Instance) -> None:
+        if self.linger is None or any(t.get_name() == repr(key) for t in self._lingering):
+            return
+
+        async def _expire() -> None:
+            await asyncio.sleep(self.linger)  # answering late joiners for a while, then letting go
+            if self._instances.get(key) is inst:
+                del self._instances[key]
+            await inst.close()
+
+        task = asyncio.get_running_loop().create_task(_expire(), name=repr(key))
+        self._lingering.add(task)
+        task.add_done_callback(self._lingering.discard)
+
+    async def close(self) -> None:
+        """Stop every instance (decided or not) and drop their subscriptions."""
+        for task in list(self._lingering):
+            task.cancel()
+        instances, self._instances = list(self._instances.values()), {}
+        for inst in instances:
+            await inst.close()
+
+    async def __aenter__(self) -> Participant:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
