@@ -92,9 +92,13 @@ class Worker:
         if self._sub is None:
             await self.bind()
         limit = self.pool.concurrency
+        # Refill when half the slots are free, not at every free slot: a
+        # fetch is a round trip, and topping up one task at a time would pay
+        # it per task.
+        refill_at = max(1, limit // 2)
         while not stop.is_set():
             free = limit - len(self._in_flight)
-            if free <= 0:
+            if free < refill_at:
                 await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
