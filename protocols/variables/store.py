@@ -1,0 +1,182 @@
+"""Proposing and applying changes to shared variables in the ``variables`` bucket.
+
+Message sequence (bucket ``variables``; keys ``spec.<name>`` and ``value.<name>``)::
+
+    proposer     validate(name, value) against the space    VariableValidationError before any I/O
+    proposer  <- KV   get value.<name>                      current value and revision R
+    proposer  -> gate approve(change)                       default: a consensus round among stakeholders
+    proposer  -> KV   update value.<name>, last=R           applied only if nothing changed since R
+    every view <- KV  watch value.>                         sees the new value live (see view.py)
+
+Invariants (tests/protocols/test_variables.py):
+
+1. A value that fails the type or bounds check is refused with a clear
+   error before any gate runs or anything is written.
+2. A change is written only after its gate approved it, and only on top of
+   the version the gate saw (CAS on R): two changes approved concurrently
+   cannot both apply; the loser gets :class:`VariableConflictError`.
+3. Every applied change is kept in the key's history (bucket history of
+   ``HISTORY`` revisions) with its proposer, reason, version and the gate's
+   evidence (the consensus decision).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.kv import KeyValue
+
+from broker import codec, streams, subjects
+from protocols.variables.approval import Approval, ChangeRejectedError, ChangeRequest
+from protocols.variables.space import ParameterSpace, VariableError, variable_from_dict, variable_to_dict
+
+HISTORY = 64  # the most revisions a NATS KV bucket keeps per key
+_VERSION = 1
+
+
+class VariableConflictError(VariableError):
+    """The variable changed while this change was being approved; propose again."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One applied value of a variable, as stored in ``value.<name>``."""
+
+    name: str
+    value: Any
+    version: int
+    proposer: str = ""
+    reason: str = ""
+    session: str = ""
+    approval: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+    at: float = 0.0  # wall clock, seconds since the epoch (informational)
+    revision: int = 0  # KV revision it was read at
+
+    @classmethod
+    def from_entry(cls, data: bytes, revision: int) -> Change:
+        body = codec.decode(data)
+        return cls(**{k: body[k] for k in cls.__dataclass_fields__ if k in body}, revision=revision)
+
+
+def value_key(name: str) -> str:
+    return f"value.{name}"
+
+
+def spec_key(name: str) -> str:
+    return f"spec.{name}"
+
+
+async def open_variables_bucket(js: JetStreamContext, bucket: str = subjects.VARIABLES_BUCKET) -> KeyValue:
+    """Open (creating if needed) the ``variables`` bucket, keeping ``HISTORY`` revisions per key."""
+    return await streams.key_value(js, bucket, history=HISTORY)
+
+
+async def load_space(kv: KeyValue) -> ParameterSpace:
+    """The parameter space as declared in the bucket (for tools without the code's definitions)."""
+    try:
+        keys = await kv.keys(["spec."])
+    except NoKeysError:
+        return ParameterSpace([])
+    specs = []
+    for key in sorted(k for k in keys if k.startswith("spec.")):
+        entry = await kv.get(key)
+        specs.append(variable_from_dict(key.removeprefix("spec."), codec.decode(entry.value or b"{}")))
+    return ParameterSpace(specs)
+
+
+class VariableStore:
+    """Reads, proposes and applies changes of one parameter space.
+
+    Args:
+        kv: the variables bucket (see :func:`open_variables_bucket`).
+        space: the variables' definitions.
+        approval: the gate every change must pass.
+    """
+
+    def __init__(self, kv: KeyValue, space: ParameterSpace, approval: Approval) -> None:
+        self.kv = kv
+        self.space = space
+        self.approval = approval
+
+    async def declare(self) -> None:
+        """Write each definition, and each default where no value exists yet. Safe to repeat."""
+        try:
+            for var in self.space:
+                await self.kv.put(spec_key(var.name), codec.encode(variable_to_dict(var)))
+                initial = Change(var.name, var.default, 0, proposer="declare", reason="default", at=time.time())
+                try:
+                    await self.kv.create(value_key(var.name), _encode(initial))
+                except KeyWrongLastSequenceError:
+                    pass  # already has a value: declaring never overwrites one
+        except nats.errors.Error as exc:
+            raise VariableError(f"cannot declare variables: {exc!r}; is NATS reachable?") from exc
+
+    async def current(self, name: str) -> Change:
+        """The applied value of ``name`` (its default, version 0, if never written)."""
+        var = self.space[name]
+        try:
+            entry = await self.kv.get(value_key(name))
+        except KeyNotFoundError:
+            return Change(name, var.default, 0)
+        except nats.errors.Error as exc:
+            raise VariableError(f"cannot read variable {name!r}: {exc!r}") from exc
+        return Change.from_entry(entry.value or b"{}", entry.revision or 0)
+
+    async def get(self, name: str) -> Any:
+        return (await self.current(name)).value
+
+    async def propose(self, name: str, value: Any, *, proposer: str = "", reason: str = "") -> Change:
+        """Validate, get approval, then apply a new value.
+
+        Returns:
+            the applied change.
+
+        Raises:
+            VariableValidationError: unknown variable, wrong type or out of bounds.
+            ChangeRejectedError: the gate refused it (``.verdict`` says why).
+            VariableConflictError: another change was applied meanwhile.
+        """
+        value = self.space.validate(name, value)
+        now = await self.current(name)
+        change = ChangeRequest(name, value, now.value, now.version, proposer, reason, uuid.uuid4().hex[:16])
+        verdict = await self.approval.approve(change)
+        if not verdict.approved:
+            raise ChangeRejectedError(change, verdict)
+        applied = Change(
+            name, value, now.version + 1, proposer=proposer, reason=reason, session=change.session,
+            approval=verdict.reason, evidence=verdict.evidence, at=time.time(),
+        )
+        try:
+            if now.revision:
+                revision = await self.kv.update(value_key(name), _encode(applied), last=now.revision)
+            else:
+                revision = await self.kv.create(value_key(name), _encode(applied))
+        except KeyWrongLastSequenceError as exc:
+            raise VariableConflictError(
+                f"variable {name!r} changed while this change was approved; read it again and propose again"
+            ) from exc
+        except nats.errors.Error as exc:
+            raise VariableError(f"cannot apply the change of {name!r}: {exc!r}") from exc
+        return Change(**{**applied.__dict__, "revision": revision})
+
+    async def history(self, name: str) -> list[Change]:
+        """Applied values of ``name``, oldest first (at most ``HISTORY``)."""
+        self.space[name]
+        try:
+            entries = await self.kv.history(value_key(name))
+        except NoKeysError:
+            return []
+        return [Change.from_entry(e.value, e.revision or 0) for e in entries if e.value]
+
+
+def _encode(change: Change) -> bytes:
+    body = {"v": _VERSION, **change.__dict__}
+    body.pop("revision")
+    return codec.encode(body)
