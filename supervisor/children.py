@@ -37,6 +37,16 @@ class ExitInfo:
     def normal(self) -> bool:
         return self.code == 0
 
+    @property
+    def signal_name(self) -> str | None:
+        """``"SIGKILL"`` when a signal ended the child, else None."""
+        if self.code >= 0:
+            return None
+        try:
+            return signal.Signals(-self.code).name
+        except ValueError:
+            return f"signal {-self.code}"
+
     def describe(self) -> str:
         return describe(self.code) + (f": {self.reason}" if self.reason else "")
 
@@ -225,9 +235,11 @@ class ProcessChild:
             self._kill_group()
             return await self.wait()
 
-    def kill(self) -> None:
+    def kill(self, reason: str = "") -> None:
         """SIGKILL the child's group at once (fault injection, emergencies)."""
         if self.running:
+            if reason:
+                self._stop_reason = reason
             self._kill_group()
 
 

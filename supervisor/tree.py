@@ -29,11 +29,22 @@ STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 EXIT_ESCALATED = 3  # restart intensity exceeded: the tree gave up
 EXIT_START_FAILED = 4  # a child could not be started
 
+# Why a child was restarted: the ``cause`` of a restart event and the
+# ``reason`` label of the restarts metric (a small, fixed set).
+CAUSES = ("exit", "signal", "recycle", "quota", "sibling", "requested")
+
 EventSink = Callable[[str, dict[str, Any]], None]
 
 
 class IntensityExceededError(SupervisorError):
     """More than ``max_restarts`` restarts happened within ``max_seconds``."""
+
+
+def exit_cause(info: ExitInfo) -> str:
+    """The restart cause of an unplanned exit: ``recycle``, ``signal`` or ``exit``."""
+    if info.code == EXIT_RECYCLE:
+        return "recycle"
+    return "signal" if info.code < 0 else "exit"
 
 
 class Supervisor:
@@ -81,6 +92,9 @@ class Supervisor:
         self._loop_task: asyncio.Task[None] | None = None
         self._done: asyncio.Future[ExitInfo] | None = None
         self._lock = asyncio.Lock()  # serializes restarts with stop/scale
+        # Children being replaced on purpose (quota): child id -> (cause, reason).
+        self._replacing: dict[str, tuple[str, str]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
 
     # -- the Child interface -------------------------------------------------
 
@@ -99,8 +113,11 @@ class Supervisor:
         self._exits = asyncio.Queue()
         self._done = loop.create_future()
         self.restarts.clear()
+        self._replacing.clear()
         started: list[Child] = []
         for child in self.children:
+            if not self._should_start(child):
+                continue
             try:
                 await self._start_child(child)
             except BaseException:
@@ -110,6 +127,10 @@ class Supervisor:
                 raise
             started.append(child)
         self._loop_task = asyncio.create_task(self._handle_exits(), name=f"{self.id} exits")
+
+    def _should_start(self, child: Child) -> bool:
+        """Whether ``start()`` starts this child (a drained pool starts none)."""
+        return True
 
     async def wait(self) -> ExitInfo:
         if self._done is None:
@@ -125,10 +146,26 @@ class Supervisor:
                 self._loop_task.cancel()
             for child in reversed(self.children):
                 await self._stop_child(child, reason)
+            for task in list(self._background):
+                task.cancel()
             info = ExitInfo(0, reason, requested=True)
             if not self._done.done():
                 self._done.set_result(info)
         return await self.wait()
+
+    async def settled(self) -> None:
+        """Wait until every exit that has been reported is fully handled.
+
+        Once it returns, the restarts (or escalation) that those exits call
+        for are done: an observer can compare pids without racing them.
+        """
+        if self._exits is None or self._done is None:
+            return
+        # An escalation ends the exit loop with exits still queued: stop
+        # waiting then too.
+        joined = asyncio.ensure_future(self._exits.join())
+        await asyncio.wait({joined, self._done}, return_when=asyncio.FIRST_COMPLETED)
+        joined.cancel()
 
     # -- children ------------------------------------------------------------
 
@@ -144,7 +181,11 @@ class Supervisor:
             if any(c.id == child.id for c in self.children):
                 raise SupervisorError(f"{self.id} already has a child {child.id!r}")
             self.children.append(child)
-            await self._start_child(child)
+            try:
+                await self._start_child(child)
+            except BaseException:
+                self.children.remove(child)
+                raise
 
     async def remove_child(self, child_id: str, reason: str = "removed") -> ExitInfo:
         """Stop a child (gracefully, within its shutdown) and forget it."""
@@ -160,7 +201,41 @@ class Supervisor:
             child = self.child(child_id)
             await self._stop_child(child, reason)
             await self._start_child(child)
-            self.on_event("restart", {"supervisor": self.id, "child": child.id, "reason": reason})
+            self._restarted(child, "requested", reason)
+
+    def replace_child(self, child_id: str, reason: str, cause: str = "quota") -> bool:
+        """Gracefully replace a running child without holding up the tree.
+
+        The child gets SIGTERM, drains within its ``shutdown`` (SIGKILL only if
+        stuck), and its exit is then restarted like any other, except that it
+        is restarted whatever its restart type (unless ``temporary``) and not
+        counted toward restart intensity: the supervisor chose to replace it.
+
+        Returns:
+            False when the child is not running or is already being replaced.
+        """
+        child = self.child(child_id)
+        if not child.running or child_id in self._replacing:
+            return False
+        self._replacing[child_id] = (cause, reason)
+        task = asyncio.create_task(child.stop(reason), name=f"replace {child_id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return True
+
+    def kill_child(self, child_id: str, reason: str) -> bool:
+        """SIGKILL a child's process group at once (it endangers the host).
+
+        Unlike :meth:`replace_child` the exit counts toward restart intensity:
+        a child that has to be killed failed. Returns False if not running.
+        """
+        child = self.child(child_id)
+        kill = getattr(child, "kill", None)
+        if not child.running or kill is None:
+            return False
+        self._replacing.pop(child_id, None)
+        kill(reason)
+        return True
 
     async def _start_child(self, child: Child) -> None:
         await child.start()
@@ -181,9 +256,14 @@ class Supervisor:
         monitor = self._monitors.pop(child.id, None)
         if monitor is not None:
             monitor.cancel()
+        self._replacing.pop(child.id, None)
         if not child.running:
             return ExitInfo(0, reason, True)
         return await child.stop(reason)
+
+    def _restarted(self, child: Child, cause: str, reason: str) -> None:
+        self.on_event("restart", {"supervisor": self.id, "child": child.id, "cause": cause, "reason": reason,
+                                  "pid": getattr(child, "pid", None)})
 
     # -- failures ------------------------------------------------------------
 
@@ -191,43 +271,66 @@ class Supervisor:
         assert self._exits is not None
         while True:
             child, info, run = await self._exits.get()
-            async with self._lock:
-                if self._monitors.get(child.id) is not run or child not in self.children:
-                    continue  # stopped on purpose, or already restarted, meanwhile
-                self._monitors.pop(child.id, None)
-                try:
-                    await self._on_exit(child, info)
-                except (IntensityExceededError, ChildStartError) as exc:
-                    await self._escalate(str(exc))
-                    return
+            try:
+                async with self._lock:
+                    if self._monitors.get(child.id) is not run or child not in self.children:
+                        continue  # stopped on purpose, or already restarted, meanwhile
+                    self._monitors.pop(child.id, None)
+                    try:
+                        await self._on_exit(child, info)
+                    except (IntensityExceededError, ChildStartError) as exc:
+                        await self._escalate(str(exc))
+                        return
+            finally:
+                self._exits.task_done()
 
-    def _wants_restart(self, child: Child, info: ExitInfo) -> bool:
+    def _wants_restart(self, child: Child, info: ExitInfo, replaced: bool) -> bool:
         if child.restart == "temporary":
             return False
-        if child.restart == "transient":
+        if child.restart == "transient" and not replaced:
             return not info.normal
         return True
 
     async def _on_exit(self, child: Child, info: ExitInfo) -> None:
-        self.on_event("exit", {"supervisor": self.id, "child": child.id, "code": info.code, "how": info.describe()})
-        if not self._wants_restart(child, info):
+        replacing = self._replacing.pop(child.id, None)
+        restart = self._wants_restart(child, info, replacing is not None)
+        self.on_event("exit", {
+            "supervisor": self.id, "child": child.id, "pid": getattr(child, "pid", None),
+            "code": info.code if info.code >= 0 else None, "signal": info.signal_name,
+            "how": info.describe(), "restart": restart,
+        })
+        if not restart:
             log.info("%s: %s ended (%s); not restarted (%s)", self.id, child.id, info.describe(), child.restart)
             if child.restart == "temporary":
                 self.children.remove(child)
             return
-        # A recycle is a replacement the child asked for (task count, age,
-        # quota), not a crash: it does not count toward restart intensity.
-        if info.code != EXIT_RECYCLE:
-            self._count_restart(child, info)
+        # A recycle is a replacement the child asked for (task count, age), a
+        # replacement is one the supervisor chose (quota): neither is a crash,
+        # so neither counts toward restart intensity.
+        if replacing is not None:
+            cause, reason = replacing
+        else:
+            cause, reason = exit_cause(info), info.describe()
+            if cause != "recycle":
+                self._count_restart(child, info)
         log.warning("%s: %s ended (%s); restarting (%s)", self.id, child.id, info.describe(), self.strategy)
-        for c in self._affected(child):
+        group = self._affected(child)
+        for c in reversed(group):
             if c is not child and c.running:
                 await self._stop_child(c, f"{self.strategy} after {child.id} ended")
-        for c in self._affected(child, order="start"):
+        for c in group:
+            if c is not child and c.restart == "temporary":
+                # OTP: a temporary child is never restarted, not even when a
+                # sibling's exit takes it down; it is simply gone.
+                self.children.remove(c)
+                continue
             self._monitors.pop(c.id, None)
-            await self._restart(c, info)
+            if c is child:
+                await self._restart(c, info, cause, reason)
+            else:
+                await self._restart(c, info, "sibling", f"{self.strategy} after {child.id} ended")
 
-    async def _restart(self, child: Child, info: ExitInfo) -> None:
+    async def _restart(self, child: Child, info: ExitInfo, cause: str, reason: str) -> None:
         # A failed restart counts as one more restart; a fatal one (the
         # handler cannot even be imported) escalates at once instead of looping.
         while True:
@@ -239,17 +342,15 @@ class Supervisor:
                     raise
                 log.warning("%s: restart of %s failed: %s", self.id, child.id, exc)
                 self._count_restart(child, exc.exit or info)
-        self.on_event("restart", {"supervisor": self.id, "child": child.id, "reason": info.describe()})
+        self._restarted(child, cause, reason)
 
-    def _affected(self, child: Child, order: str = "stop") -> list[Child]:
-        """Children the strategy restarts: stop order (reverse) or start order."""
+    def _affected(self, child: Child) -> list[Child]:
+        """The children the strategy restarts, in start order."""
         if self.strategy == "one_for_one":
-            group = [child]
-        elif self.strategy == "one_for_all":
-            group = list(self.children)
-        else:  # rest_for_one
-            group = self.children[self.children.index(child):]
-        return group if order == "start" else list(reversed(group))
+            return [child]
+        if self.strategy == "one_for_all":
+            return list(self.children)
+        return self.children[self.children.index(child):]  # rest_for_one
 
     def _count_restart(self, child: Child, info: ExitInfo) -> None:
         now = time.monotonic()
