@@ -64,7 +64,9 @@ def _ending_violations(conv: m.Conversation, records: list[m.Record], accept: m.
     cancels = [r for r in records if r.direction == "out" and r.peer == peer and r.performative == m.CANCEL]
     found = []
     if len(endings) + len(cancels) != 1:
-        found.append(f"{cid}: winner {peer} has {len(endings)} ending(s) and {len(cancels)} cancel(s), expected exactly one of them")
+        found.append(
+            f"{cid}: winner {peer} has {len(endings)} ending(s) and {len(cancels)} cancel(s), expected exactly one"
+        )
     for r in endings + cancels:
         if r.at < accept.at:
             found.append(f"{cid}: {r.performative} at {r.at:.4f}s precedes the accept at {accept.at:.4f}s")

@@ -13,8 +13,9 @@ Message sequence, seen from one participant (subjects in :mod:`.messages`)::
 to the initiator's scorer) or ``None`` to refuse; it may be async. A bid that
 raises is a refuse with the error as reason. ``perform(cfp)`` does the work;
 a non-``None`` return value is sent as inform-result, ``None`` as
-inform-done, an exception as failure. Each cfp and each awarded task runs in
-its own asyncio task, so a slow bid or a long task never delays the others.
+inform-done, an exception as failure. An async bid and each awarded task run
+in their own asyncio task, so a slow bid or a long task never delays the
+others; a plain-function bid answers inline and should be quick.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from protocols.market.errors import ContractNetError
 
 log = logging.getLogger("foundation.protocols.market")
 
-BidFunction = Callable[[m.CallForProposals], "float | Mapping[str, Any] | None | Awaitable[float | Mapping[str, Any] | None]"]
+BidFunction = Callable[[m.CallForProposals], Any]
+"""cfp -> a price, a mapping with ``price``, or ``None`` to refuse — or an awaitable of one."""
 PerformFunction = Callable[[m.CallForProposals], Any]
 
 # How long an unanswered proposal is remembered past its reply-by time: the
@@ -159,17 +161,26 @@ class ContractNetParticipant:
             reply_by=float(body.get("reply_by", 0.0)),
             reply_within=float(body.get("reply_within", 0.0)),
         )
-        self._spawn(self._answer(cfp, reply_to))
-
-    async def _answer(self, cfp: m.CallForProposals, reply_to: str) -> None:
         try:
             offer = self._bid(cfp)
-            if inspect.isawaitable(offer):
-                offer = await offer
         except Exception as exc:  # bid() is user code: its failure is a refusal, not a crash
-            offer, reason = None, codec.one_line(f"{type(exc).__name__}: {exc}")
+            await self._answer(cfp, reply_to, None, codec.one_line(f"{type(exc).__name__}: {exc}"))
+            return
+        if inspect.isawaitable(offer):
+            # An async bid may take a while: answer from its own task so other cfps go on.
+            self._spawn(self._answer_later(cfp, reply_to, offer))
         else:
-            reason = "declined"
+            await self._answer(cfp, reply_to, offer)
+
+    async def _answer_later(self, cfp: m.CallForProposals, reply_to: str, pending: Awaitable[Any]) -> None:
+        try:
+            offer = await pending
+        except Exception as exc:  # as above: a failed bid is a refusal
+            await self._answer(cfp, reply_to, None, codec.one_line(f"{type(exc).__name__}: {exc}"))
+        else:
+            await self._answer(cfp, reply_to, offer)
+
+    async def _answer(self, cfp: m.CallForProposals, reply_to: str, offer: Any, reason: str = "declined") -> None:
         loop = asyncio.get_running_loop()
         self._prune(loop.time())
         try:

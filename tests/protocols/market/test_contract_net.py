@@ -53,11 +53,14 @@ async def echo(cfp: CallForProposals) -> Any:
 
 
 @asynccontextmanager
-async def agents(nc: Any, specs: dict[str, tuple[Callable, Callable]]) -> AsyncIterator[dict[str, ContractNetParticipant]]:
+async def agents(
+    nc: Any, specs: dict[str, tuple[Callable, Callable]]
+) -> AsyncIterator[dict[str, ContractNetParticipant]]:
     async with AsyncExitStack() as stack:
         started = {}
         for name, (bid, perform) in specs.items():
-            started[name] = await stack.enter_async_context(ContractNetParticipant(nc, GROUP, name, bid=bid, perform=perform))
+            participant = ContractNetParticipant(nc, GROUP, name, bid=bid, perform=perform)
+            started[name] = await stack.enter_async_context(participant)
         yield started
 
 
@@ -271,7 +274,8 @@ async def test_invalid_prices_are_rejected_as_invalid(nc: Any) -> None:
         result = await ContractNetInitiator(nc, GROUP, participants=list(specs), reply_within=5.0).run("job")
         (conv,) = result.conversations
         assert result.winner == "ok"
-        assert sorted((r.peer, r.body["reason"]) for r in conv.sent(m.REJECT)) == [("neg", "invalid"), ("text", "invalid")]
+        rejected = sorted((r.peer, r.body["reason"]) for r in conv.sent(m.REJECT))
+        assert rejected == [("neg", "invalid"), ("text", "invalid")]
         assert run_violations(result.conversations) == []
 
 

@@ -88,7 +88,9 @@ def straightforward(values: list[float], increment: float, reserve: float = 0.0)
 
 @PROPERTY
 @given(values=st.lists(st.integers(0, 200), min_size=2, max_size=5, unique=True), reserve=st.sampled_from([0, 50]))
-def test_straightforward_bidding_sells_to_the_highest_value_near_the_second_value(values: list[int], reserve: int) -> None:
+def test_straightforward_bidding_sells_to_the_highest_value_near_the_second_value(
+    values: list[int], reserve: int
+) -> None:
     increment = 1.0
     out = straightforward([float(v) for v in values], increment, reserve).close(1e12)
     top, second = sorted(values)[-1], sorted(values)[-2]

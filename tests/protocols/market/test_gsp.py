@@ -47,7 +47,9 @@ def test_one_slot_gsp_is_the_vickrey_auction(amounts: list[int], reserve: int) -
     slots=st.integers(1, 4),
     weights=st.lists(st.sampled_from([0.5, 1.0, 2.0]), min_size=8, max_size=8),
 )
-def test_gsp_is_individually_rational_and_sells_each_slot_once(amounts: list[int], slots: int, weights: list[float]) -> None:
+def test_gsp_is_individually_rational_and_sells_each_slot_once(
+    amounts: list[int], slots: int, weights: list[float]
+) -> None:
     bids = [Bid(f"x{i}", float(a)) for i, a in enumerate(amounts)]
     out = gsp(bids, slots=slots, quality={f"x{i}": w for i, w in enumerate(weights)})
     assert [a.slot for a in out.awards] == list(range(1, len(out.awards) + 1))

@@ -22,7 +22,12 @@ def replay(rep: BetaReputation, agent: str, events: list[tuple[bool, float]]) ->
 
 
 @PROPERTY
-@given(events=history, forgetting=st.sampled_from([0.5, 0.9, 1.0]), a=st.sampled_from([1.0, 2.0]), b=st.sampled_from([1.0, 3.0]))
+@given(
+    events=history,
+    forgetting=st.sampled_from([0.5, 0.9, 1.0]),
+    a=st.sampled_from([1.0, 2.0]),
+    b=st.sampled_from([1.0, 3.0]),
+)
 def test_beta_scores_are_bounded_and_monotone_in_evidence(
     events: list[tuple[bool, float]], forgetting: float, a: float, b: float
 ) -> None:

@@ -42,7 +42,8 @@ def test_revenue_equivalence_with_a_fixed_seed() -> None:
     means = {name: statistics.fmean(r) for name, r in revenue.items()}
     for name, sample in revenue.items():
         tolerance = 4 * statistics.stdev(sample) / math.sqrt(len(sample)) + (INCREMENT if name == "english" else 0)
-        assert abs(means[name] - expected) < tolerance, f"{name}: mean revenue {means[name]:.4f}, expected {expected:.4f}"
+        message = f"{name}: mean revenue {means[name]:.4f}, expected {expected:.4f}"
+        assert abs(means[name] - expected) < tolerance, message
     # Dutch and first-price are the same game: the same revenue auction by auction
     # (up to the float rounding of the clock's start - k * decrement).
     assert revenue["dutch"] == pytest.approx(revenue["first-price"], abs=1e-12)

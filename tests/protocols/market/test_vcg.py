@@ -15,6 +15,7 @@ from protocols.market import bids as b
 from .helpers import BUNDLES, HEAVY, ITEMS, PROPERTY
 
 Mechanism = Callable[..., Outcome]
+Bidder = tuple[frozenset[str], int]  # single-minded: (bundle, value)
 single_minded = st.lists(st.tuples(st.sampled_from(BUNDLES), st.integers(0, 12)), min_size=1, max_size=5)
 DEVIATION_AMOUNTS = [float(x) for x in range(0, 15, 2)] + [0.5, 5.5, 11.5]
 
@@ -53,13 +54,13 @@ def check_feasible_and_rational(outcome: Outcome) -> None:
 
 @HEAVY
 @given(bidders=single_minded, data=st.data())
-def test_vcg_no_unilateral_deviation_improves_utility(bidders: list[tuple[frozenset[str], int]], data: st.DataObject) -> None:
+def test_vcg_no_unilateral_deviation_improves_utility(bidders: list[Bidder], data: st.DataObject) -> None:
     check_no_profitable_deviation(vcg, bidders, data.draw(st.integers(0, len(bidders) - 1)))
 
 
 @HEAVY
 @given(bidders=single_minded, data=st.data())
-def test_greedy_no_unilateral_deviation_improves_utility(bidders: list[tuple[frozenset[str], int]], data: st.DataObject) -> None:
+def test_greedy_no_unilateral_deviation_improves_utility(bidders: list[Bidder], data: st.DataObject) -> None:
     check_no_profitable_deviation(lehmann_greedy, bidders, data.draw(st.integers(0, len(bidders) - 1)))
 
 

@@ -25,7 +25,9 @@ def test_branch_and_bound_matches_brute_force_including_the_tie_break(bids: list
 
 @PROPERTY
 @given(bids=instances, data=st.data())
-def test_excluded_bids_never_win_and_the_rest_is_optimal(bids: list[tuple[frozenset[str], int]], data: st.DataObject) -> None:
+def test_excluded_bids_never_win_and_the_rest_is_optimal(
+    bids: list[tuple[frozenset[str], int]], data: st.DataObject
+) -> None:
     bundles = [bundle for bundle, _ in bids]
     amounts = [float(a) for _, a in bids]
     excluded = frozenset(data.draw(st.sets(st.integers(0, max(len(bids) - 1, 0)))) if bids else set())
