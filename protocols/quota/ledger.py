@@ -1,0 +1,232 @@
+"""The quota ledger: every grant, recorded in KV before it is handed out.
+
+Bucket ``quota``; one record per (pool, rate window) and one slot table per pool::
+
+    <pool>.rate.<window>   {"v": 1, "pool", "window", "window_s", "budget",
+                            "grants": [{"id", "holder", "tokens", "term"}, ...]}
+    <pool>.slots           {"v": 1, "pool", "max", "term", "holders": {holder: n}}
+
+Window ``k`` covers wall-clock time ``[origin + k * window_s, origin + (k + 1) * window_s)``;
+the origin is the epoch unless a budget sets another.
+Every write is a compare-and-set on the record's revision, so two services
+that both believe they lead (a failover in progress) still add to one total:
+the budget holds across failovers exactly, not only approximately. Window
+records expire an hour after their last write (they are only needed for the
+current window and for audits); the slot table never expires.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from broker import codec, jetstream, key_value, subjects
+from protocols.quota.errors import LedgerConflictError, QuotaError, QuotaUnavailableError
+
+QUOTA_BUCKET = "quota"
+RECORD_TTL = 3600.0
+_VERSION = 1
+_WRONG_LAST_SEQUENCE = (10071, 10164)
+_TRANSPORT_ERRORS = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Tokens handed to one holder in one window, by the service of one term."""
+
+    id: str
+    holder: str
+    tokens: int
+    term: int
+
+
+@dataclass(frozen=True)
+class Window:
+    """The grants of one rate window. ``revision`` 0: not written yet."""
+
+    pool: str
+    index: int
+    window_s: float
+    budget: int
+    grants: tuple[Grant, ...] = ()
+    revision: int = 0
+    origin: float = 0.0
+
+    @property
+    def granted(self) -> int:
+        return sum(g.tokens for g in self.grants)
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.budget - self.granted)
+
+    @property
+    def start(self) -> float:
+        return self.origin + self.index * self.window_s
+
+    @property
+    def end(self) -> float:
+        return self.origin + (self.index + 1) * self.window_s
+
+    def with_grant(self, grant: Grant) -> Window:
+        return replace(self, grants=(*self.grants, grant))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": _VERSION, "pool": self.pool, "window": self.index, "window_s": self.window_s, "origin": self.origin,
+            "budget": self.budget,
+            "grants": [{"id": g.id, "holder": g.holder, "tokens": g.tokens, "term": g.term} for g in self.grants],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], revision: int) -> Window:
+        return cls(
+            pool=data["pool"], index=int(data["window"]), window_s=float(data["window_s"]),
+            budget=int(data["budget"]), revision=revision, origin=float(data.get("origin", 0.0)),
+            grants=tuple(Grant(g["id"], g["holder"], int(g["tokens"]), int(g["term"])) for g in data["grants"]),
+        )
+
+
+@dataclass(frozen=True)
+class SlotTable:
+    """Concurrency slots held per holder. ``revision`` 0: not written yet."""
+
+    pool: str
+    max: int
+    term: int = 0
+    holders: dict[str, int] = field(default_factory=dict)
+    revision: int = 0
+
+    @property
+    def held(self) -> int:
+        return sum(self.holders.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": _VERSION, "pool": self.pool, "max": self.max, "term": self.term, "holders": self.holders}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], revision: int) -> SlotTable:
+        holders = {str(h): int(n) for h, n in data["holders"].items()}
+        return cls(pool=data["pool"], max=int(data["max"]), term=int(data["term"]), holders=holders,
+                   revision=revision)
+
+
+def window_index(now: float, window_s: float, origin: float = 0.0) -> int:
+    """The window holding wall-clock instant ``now``."""
+    return math.floor((now - origin) / window_s)
+
+
+class Ledger:
+    """Reads and compare-and-set writes of one pool's ledger records."""
+
+    def __init__(self, js: JetStreamContext, kv: KeyValue, pool: str, bucket: str = QUOTA_BUCKET) -> None:
+        self.pool = subjects.token(pool, "pool name")
+        self._js = js
+        self._kv = kv
+        self._stream = f"KV_{bucket}"
+        self._prefix = f"$KV.{bucket}."
+
+    @classmethod
+    async def open(cls, nc: Client, pool: str, bucket: str = QUOTA_BUCKET) -> Ledger:
+        """Open (creating if needed) the ledger bucket.
+
+        Raises:
+            QuotaUnavailableError: the bucket could not be opened.
+        """
+        js = jetstream(nc)
+        try:
+            kv = await key_value(js, bucket, per_key_ttl=True)
+        except (nats.js.errors.Error, *_TRANSPORT_ERRORS) as exc:
+            raise QuotaUnavailableError(f"cannot open the quota ledger bucket {bucket!r}: {exc}") from exc
+        return cls(js, kv, pool, bucket)
+
+    def _window_key(self, index: int) -> str:
+        return f"{self.pool}.rate.{index}"
+
+    @property
+    def _slots_key(self) -> str:
+        return f"{self.pool}.slots"
+
+    async def _read(self, key: str) -> tuple[dict[str, Any] | None, int]:
+        try:
+            msg = await self._js.get_msg(self._stream, subject=self._prefix + key)
+        except nats.js.errors.NotFoundError:
+            return None, 0
+        except (nats.js.errors.Error, *_TRANSPORT_ERRORS) as exc:
+            raise QuotaUnavailableError(f"cannot read ledger record {key!r}: {exc}") from exc
+        if not msg.data:  # a tombstone or expiry marker: the next write goes over it
+            return None, msg.seq
+        try:
+            return codec.decode(msg.data), msg.seq
+        except codec.CodecError as exc:
+            raise QuotaError(f"ledger record {key!r} is not JSON ({exc}); was it written by hand?") from exc
+
+    async def _write(self, key: str, record: dict[str, Any], revision: int, ttl: float | None) -> int:
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(revision)}
+        if ttl is not None:
+            headers["Nats-TTL"] = str(math.ceil(ttl))
+        try:
+            ack = await self._js.publish(self._prefix + key, codec.encode(record), headers=headers)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in _WRONG_LAST_SEQUENCE:
+                raise LedgerConflictError(f"ledger record {key!r} changed since revision {revision}") from exc
+            raise QuotaUnavailableError(f"ledger write of {key!r} refused: {exc}") from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise QuotaUnavailableError(f"ledger write of {key!r} failed: {exc}") from exc
+        return ack.seq
+
+    async def window(self, index: int, window_s: float, budget: int, origin: float = 0.0) -> Window:
+        """The record of window ``index``; an empty one (revision 0 or a tombstone's) if none."""
+        data, revision = await self._read(self._window_key(index))
+        if data is None:
+            return Window(self.pool, index, window_s, budget, revision=revision, origin=origin)
+        return Window.from_dict(data, revision)
+
+    async def save_window(self, window: Window) -> Window:
+        """Write a window by CAS; returns it with its new revision.
+
+        Raises:
+            LedgerConflictError: the record changed since ``window`` was read.
+        """
+        revision = await self._write(self._window_key(window.index), window.to_dict(), window.revision, RECORD_TTL)
+        return replace(window, revision=revision)
+
+    async def slots(self, max_concurrency: int) -> SlotTable:
+        """The pool's slot table; an empty one if none was written."""
+        data, revision = await self._read(self._slots_key)
+        if data is None:
+            return SlotTable(self.pool, max_concurrency, revision=revision)
+        return replace(SlotTable.from_dict(data, revision), max=max_concurrency)
+
+    async def save_slots(self, table: SlotTable) -> SlotTable:
+        """Write the slot table by CAS; returns it with its new revision.
+
+        Raises:
+            LedgerConflictError: the table changed since it was read.
+        """
+        revision = await self._write(self._slots_key, table.to_dict(), table.revision, None)
+        return replace(table, revision=revision)
+
+    async def windows(self) -> list[Window]:
+        """Every recorded window of the pool, oldest first (for audits and tests)."""
+        try:
+            watcher = await self._kv.watch(f"{self.pool}.rate.*", ignore_deletes=True)
+        except (nats.js.errors.Error, *_TRANSPORT_ERRORS) as exc:
+            raise QuotaUnavailableError(f"cannot list the ledger of pool {self.pool!r}: {exc}") from exc
+        found = []
+        try:
+            async for item in watcher:
+                if item is None:
+                    break
+                if item.value:
+                    found.append(Window.from_dict(codec.decode(item.value), item.revision))
+        finally:
+            await watcher.stop()
+        return sorted(found, key=lambda w: w.index)

@@ -1,0 +1,20 @@
+"""Quota metrics. The supervisor sets up multiprocess collection; we only define them."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+TOKENS_GRANTED = Counter(
+    "foundation_quota_tokens_granted_total", "Rate tokens granted by the pool's quota service.", ["pool"]
+)
+DENIALS = Counter(
+    "foundation_quota_denials_total",
+    "Requests for rate tokens or concurrency slots that got less than asked (budget exhausted).",
+    ["pool", "kind"],
+)
+BREACHES = Counter(
+    "foundation_quota_breaches_total",
+    "Budget breaches seen: a ledger window over budget, more slots held than allowed, "
+    "or a slot used past its lease because it could not be renewed.",
+    ["pool", "kind"],
+)
