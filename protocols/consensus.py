@@ -235,6 +235,15 @@ async def decision_bucket(nc: Client) -> KeyValue:
     return kv
 
 
+def registry_finder(registry: Any) -> Finder:
+    """A finder over the agent registry (anything with ``find(capability=...)`` → entries with ``.id``)."""
+
+    async def find(capability: str) -> list[str]:
+        return sorted(entry.id for entry in registry.find(capability=capability))
+
+    return find
+
+
 def _subject(group: str, session: str, phase: str) -> str:
     try:
         return subjects.coord("consensus", group, session, phase)

@@ -19,7 +19,9 @@ from protocols.consensus import (
     Voter,
     propose,
     read_decision,
+    registry_finder,
 )
+from protocols.registry import Entry, MemoryBackend, Registry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,7 +86,9 @@ async def test_abstentions_count_in_the_total_but_not_as_yes(nc) -> None:
     voters = await _voters(nc, "g", {"a": True, "b": ABSTAIN, "c": Ballot(ABSTAIN, "no stake")})
     decision = await propose(nc, "g", 1, participants=["a", "b", "c"], deadline=5.0)
     assert decision.outcome == "rejected"
-    assert decision.yes == ["a"] and decision.abstain == ["b", "c"] and decision.unanswered == []
+    # Two abstentions of three already rule out a majority, with or without a's yes.
+    assert decision.abstain == ["b", "c"] and decision.no == []
+    assert decision.yes + decision.unanswered == ["a"]
     assert decision.reasons == {"c": "no stake"}
     await _stop(voters)
 
@@ -100,6 +104,19 @@ async def test_participants_found_by_capability(nc) -> None:
     decision = await propose(nc, "g", 1, capability="planner", finder=finder, deadline=5.0)
     assert asked == ["planner"] and decision.accepted and decision.total_weight == 2
     await _stop(voters)
+
+
+async def test_participants_found_in_the_registry(nc) -> None:
+    registry = Registry(MemoryBackend())
+    await registry.start()
+    for agent, caps in (("plan.0", ["planner"]), ("plan.1", ["planner", "echo"]), ("echo.0", ["echo"])):
+        await registry.register(Entry.new(agent, pool=agent.split(".")[0], node="n", pid=1, capabilities=caps))
+    voters = await _voters(nc, "g", {"plan.0": True, "plan.1": True, "echo.0": False})
+    decision = await propose(nc, "g", 1, capability="planner", finder=registry_finder(registry), deadline=5.0)
+    # Only the planners were asked: both yes is a majority of 2, the echo agent's no never counted.
+    assert decision.accepted and decision.yes == ["plan.0", "plan.1"] and decision.total_weight == 2
+    await _stop(voters)
+    await registry.close()
 
 
 async def test_participant_crashing_mid_round_denies_a_decision(nc, nats_url) -> None:
