@@ -222,6 +222,7 @@ class _Round:
             raise ContractNetError(f"cannot subscribe to {self.reply_subject}: {exc}") from exc
         try:
             body = {
+                "v": m.VERSION,
                 "task_id": self.conv.task_id,
                 "task": self.task,
                 "to": list(self.conv.addressed),

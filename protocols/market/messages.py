@@ -10,7 +10,7 @@ Every message carries the headers ``Foundation-Performative``,
 ``Foundation-Conversation-Id``, ``Foundation-Sender`` and
 ``Foundation-Reply-To`` (where answers go); the body is JSON. Bodies::
 
-    cfp              {task_id, task, to: [agent…], round, reply_by (epoch s), reply_within (s)}
+    cfp              {v: 1, task_id, task, to: [agent…], round, reply_by (epoch s), reply_within (s)}
     propose          {price, …extra fields for the scorer}
     refuse           {reason}
     accept-proposal  {task_id, progress_every (s)}
@@ -36,6 +36,8 @@ from broker import codec, subjects
 from protocols.market.errors import ContractNetError
 
 PROTOCOL = "cnp"
+VERSION = 1
+"""Sent as ``v`` in every cfp; participants ignore cfps of a revision they do not speak."""
 
 CFP = "cfp"
 PROPOSE = "propose"

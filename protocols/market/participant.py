@@ -16,6 +16,13 @@ a non-``None`` return value is sent as inform-result, ``None`` as
 inform-done, an exception as failure. An async bid and each awarded task run
 in their own asyncio task, so a slow bid or a long task never delays the
 others; a plain-function bid answers inline and should be quick.
+
+Stopping: :meth:`ContractNetParticipant.stop_bidding` ends bidding (an award
+arriving afterwards is answered with failure at once);
+:meth:`ContractNetParticipant.stop` then lets awarded work finish for up to
+``drain`` seconds and reports what is left as failure, so initiators re-offer
+it without waiting for their silence timeout. A participant that dies without
+stopping goes silent, and its initiator re-offers after the timeout.
 """
 
 from __future__ import annotations
@@ -76,11 +83,13 @@ class ContractNetParticipant:
         self._bid = bid
         self._perform = perform
         self.records: deque[tuple[str, m.Record]] = deque(maxlen=log_limit)
-        self._subs: list[Any] = []
+        self._cfp_sub: Any = None
+        self._inbox_sub: Any = None
         self._inbox = ""
         self._pending: dict[str, tuple[m.CallForProposals, str, float]] = {}
         self._work: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     @property
     def load(self) -> int:
@@ -94,25 +103,43 @@ class ContractNetParticipant:
             ContractNetError: NATS refused the subscriptions.
         """
         self._inbox = self.nc.new_inbox()
+        self._stopping = False
         try:
-            self._subs.append(await self.nc.subscribe(m.cfp_wildcard(self.group), cb=self._on_cfp))
-            self._subs.append(await self.nc.subscribe(self._inbox, cb=self._on_inbox))
+            self._inbox_sub = await self.nc.subscribe(self._inbox, cb=self._on_inbox)
+            self._cfp_sub = await self.nc.subscribe(m.cfp_wildcard(self.group), cb=self._on_cfp)
             await self.nc.flush()
         except nats.errors.Error as exc:
             raise ContractNetError(f"participant {self.agent_id} cannot subscribe: {exc}") from exc
 
-    async def stop(self) -> None:
-        """Stop answering, cancel work in progress (no ending is sent: the initiator times out)."""
-        for sub in self._subs:
-            try:
-                await sub.unsubscribe()
-            except nats.errors.Error:
-                pass  # connection closed: nothing left to unsubscribe
-        self._subs.clear()
+    async def stop(self, *, drain: float = 0.0) -> None:
+        """Stop bidding; let awarded work finish for up to ``drain`` seconds, then give it up.
+
+        Work still running after ``drain`` is cancelled and reported as
+        failure ``participant stopped``, so its initiator re-offers the task at
+        once instead of waiting out its silence timeout.
+        """
+        await self.stop_bidding()
+        if drain > 0 and self._work:
+            await asyncio.wait(list(self._work.values()), timeout=drain)
+        self._stopping = True
         tasks = [*self._tasks, *self._work.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._inbox_sub is not None:
+            await _unsubscribe(self._inbox_sub)
+            self._inbox_sub = None
+
+    async def stop_bidding(self) -> None:
+        """Stop answering cfps (awarded work and its messages go on); returns once the server knows."""
+        if self._cfp_sub is None:
+            return
+        sub, self._cfp_sub = self._cfp_sub, None
+        await _unsubscribe(sub)
+        try:
+            await self.nc.flush()
+        except nats.errors.Error:
+            pass  # connection closed: nothing reaches this participant any more
 
     async def __aenter__(self) -> ContractNetParticipant:
         await self.start()
@@ -148,6 +175,9 @@ class ContractNetParticipant:
         performative, cid, sender, reply_to, body = parsed
         if performative != m.CFP or not isinstance(body, dict) or not reply_to:
             return
+        if body.get("v", m.VERSION) != m.VERSION:
+            self._record(cid, "in", performative, sender, body, note="unexpected")
+            return  # a protocol revision this agent does not speak: stay silent (counts as no answer)
         to = body.get("to")
         if to is not None and self.agent_id not in to:
             return
@@ -204,7 +234,12 @@ class ContractNetParticipant:
             return
         performative, cid, sender, reply_to, body = parsed
         pending = self._pending.pop(cid, None) if performative in (m.ACCEPT, m.REJECT) else None
-        if performative == m.ACCEPT and pending is not None:
+        if performative == m.ACCEPT and pending is not None and self._cfp_sub is None:
+            # Awarded after stop_bidding(): decline at once so the initiator re-offers now.
+            self._record(cid, "in", performative, sender, body)
+            subject = reply_to or pending[1]
+            await self._send_quietly(subject, m.FAILURE, cid, sender, {"reason": "participant stopping"})
+        elif performative == m.ACCEPT and pending is not None:
             self._record(cid, "in", performative, sender, body)
             cfp, initiator_subject, _ = pending
             every = body.get("progress_every") if isinstance(body, dict) else None
@@ -232,6 +267,9 @@ class ContractNetParticipant:
                 if inspect.isawaitable(result):
                     result = await result
             except asyncio.CancelledError:
+                if self._stopping:
+                    body = {"reason": "participant stopped"}
+                    await self._send_quietly(subject, m.FAILURE, cid, cfp.initiator, body)
                 raise
             except Exception as exc:  # the task failed: tell the initiator, which re-offers it
                 ending, body = m.FAILURE, {"reason": codec.one_line(f"{type(exc).__name__}: {exc}")}
@@ -261,3 +299,10 @@ class ContractNetParticipant:
             await self._send(subject, performative, cid, peer, body)
         except ContractNetError as exc:
             log.warning("participant %s could not send %s for %s: %s", self.agent_id, performative, cid, exc)
+
+
+async def _unsubscribe(sub: Any) -> None:
+    try:
+        await sub.unsubscribe()
+    except nats.errors.Error:
+        pass  # connection closed: the subscription went with it

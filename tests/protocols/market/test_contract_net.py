@@ -238,6 +238,82 @@ async def test_a_winner_that_closes_its_connection_times_out(nc: Any, nats_url: 
         await own.close()
 
 
+async def test_a_stopped_participant_reports_failure_so_the_task_is_re_offered_at_once(nc: Any) -> None:
+    working = asyncio.Event()
+
+    async def forever(cfp: CallForProposals) -> None:
+        working.set()
+        await asyncio.Event().wait()
+
+    leaving = ContractNetParticipant(nc, GROUP, "leaving", bid=price(1), perform=forever)
+    await leaving.start()
+    async with agents(nc, {"staying": (price(2), echo)}):
+        # A long silence timeout: only the failure report can explain a quick re-offer.
+        initiator = ContractNetInitiator(nc, GROUP, participants=["leaving", "staying"], silence_timeout=60)
+        run = asyncio.create_task(initiator.run("job"))
+        await asyncio.wait_for(working.wait(), 10)
+        await leaving.stop()
+        result = await asyncio.wait_for(run, 10)
+    first, second = result.conversations
+    assert (first.winner, first.outcome) == ("leaving", m.FAILED)
+    assert first.received(m.FAILURE)[0].body == {"reason": "participant stopped"}
+    assert result.winner == "staying"
+    assert run_violations(result.conversations) == []
+
+
+async def test_draining_lets_awarded_work_finish_but_takes_no_new_cfps(nc: Any) -> None:
+    working, release = asyncio.Event(), asyncio.Event()
+
+    async def finishes_when_released(cfp: CallForProposals) -> str:
+        working.set()
+        await asyncio.wait_for(release.wait(), 10)
+        return "finished"
+
+    drainer = ContractNetParticipant(nc, GROUP, "drainer", bid=price(1), perform=finishes_when_released)
+    await drainer.start()
+    initiator = ContractNetInitiator(nc, GROUP, participants=["drainer"], reply_within=0.3)
+    run = asyncio.create_task(initiator.run("job"))
+    await asyncio.wait_for(working.wait(), 10)
+    await drainer.stop_bidding()
+    with pytest.raises(NoProposalsError):
+        await initiator.run("another job")
+    stopping = asyncio.create_task(drainer.stop(drain=10))
+    release.set()
+    result = await asyncio.wait_for(run, 10)
+    await stopping
+    assert (result.winner, result.result) == ("drainer", "finished")
+
+
+async def test_an_award_after_stop_bidding_is_declined_at_once(nc: Any) -> None:
+    proposed, gate = asyncio.Event(), asyncio.Event()
+
+    async def on_wire(msg: Any) -> None:
+        if msg.headers.get(m.H_PERFORMATIVE) == m.PROPOSE and msg.headers.get(m.H_SENDER) == "drainer":
+            proposed.set()
+
+    async def refuse_when_opened(cfp: CallForProposals) -> None:
+        await asyncio.wait_for(gate.wait(), 10)  # holds bidding open until the drainer stopped
+        return None
+
+    await nc.subscribe(f"coord.cnp.{GROUP}.*.reply", cb=on_wire)
+    drainer = ContractNetParticipant(nc, GROUP, "drainer", bid=price(1), perform=echo)
+    await drainer.start()
+    specs = {"gated": (refuse_when_opened, echo), "backup": (price(4), echo)}
+    async with agents(nc, specs):
+        initiator = ContractNetInitiator(nc, GROUP, participants=["drainer", *specs], reply_within=10, silence_timeout=60)
+        run = asyncio.create_task(initiator.run("job"))
+        await asyncio.wait_for(proposed.wait(), 10)
+        await drainer.stop_bidding()
+        gate.set()
+        result = await asyncio.wait_for(run, 10)
+    await drainer.stop()
+    first, second = result.conversations
+    assert (first.winner, first.outcome) == ("drainer", m.FAILED)
+    assert first.received(m.FAILURE)[0].body == {"reason": "participant stopping"}
+    assert (second.addressed, result.winner) == (("gated", "backup"), "backup")
+    assert run_violations(result.conversations) == []
+
+
 async def test_reputation_outweighs_a_small_discount(nc: Any) -> None:
     rep = BetaReputation(prior_positive=1, prior_negative=1)
     for t in range(8):
