@@ -14,7 +14,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy, PubAck
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
 
 from broker import subjects
 from broker.codec import decode, encode
@@ -125,19 +125,15 @@ async def collect_results(js: JetStreamContext, pool: str) -> AsyncIterator[Resu
 
 async def read_stream(js: JetStreamContext, stream: str, subject: str | None = None, timeout: float = 5.0) -> list[Msg]:
     """Every message now in ``stream`` (optionally only ``subject``), in order."""
-    info = await js.stream_info(stream)
-    if info.state.messages == 0:
-        return []
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=30.0)
+    sub = await js.pull_subscribe(subject or ">", stream=stream, config=config)
     out: list[Msg] = []
-    sub = await js.subscribe(subject or ">", stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
     try:
-        # An empty filtered view never delivers: ask the consumer how much waits.
-        if (await sub.consumer_info()).num_pending == 0:
-            return out
-        while True:
-            msg = await sub.next_msg(timeout=timeout)
-            out.append(msg)
-            if msg.metadata.num_pending == 0:
-                return out
+        # A pull consumer delivers nothing until asked, so its pending count
+        # is exactly what there is to read.
+        pending = (await sub.consumer_info()).num_pending
+        while len(out) < pending:
+            out.extend(await sub.fetch(min(pending - len(out), 256), timeout=timeout))
+        return out
     finally:
         await sub.unsubscribe()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from broker import ServerAddress, ServerOptions, wait_ready
 from supervisor.children import ExitInfo, ProcessChild, exec_command
@@ -22,9 +22,11 @@ class NatsServerChild(ProcessChild):
         *,
         shutdown: float = 10.0,
         on_exit: Callable[[ProcessChild, int, ExitInfo], None] | None = None,
+        before_stop: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.opts = opts
         self.address: ServerAddress | None = None
+        self.before_stop = before_stop
         super().__init__(
             "nats-server",
             exec_command,
@@ -44,3 +46,10 @@ class NatsServerChild(ProcessChild):
         port = int(self.address.url.rsplit(":", 1)[1])
         monitor_port = int(self.address.monitor_url.rsplit(":", 1)[1])
         self.opts = dataclasses.replace(self.opts, port=port, monitor_port=monitor_port)
+
+    async def stop(self, reason: str = "stopped") -> ExitInfo:
+        # Clients of this node close first: a client left connected would
+        # only start reconnecting to a server that is going away on purpose.
+        if self.before_stop is not None and self.running:
+            await self.before_stop()
+        return await super().stop(reason)

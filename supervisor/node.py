@@ -84,7 +84,9 @@ class Node:
                 monitor_port=self.cfg.nats.monitor_port,
                 name=self.name,
             )
-            self.nats_child = NatsServerChild(opts, shutdown=self.cfg.supervisor.shutdown, on_exit=self._on_process_exit)
+            self.nats_child = NatsServerChild(
+                opts, shutdown=self.cfg.supervisor.shutdown, on_exit=self._on_process_exit, before_stop=self._disconnect
+            )
             children.append(self.nats_child)
         for pool in self.cfg.pools.values():
             sup = PoolSupervisor(
@@ -221,14 +223,18 @@ class Node:
         self.announce(f"node {self.name}: stopped")
         return 0
 
+    async def _disconnect(self) -> None:
+        nc, self.nc = self.nc, None
+        if nc is not None and not nc.is_closed:
+            try:
+                await asyncio.wait_for(nc.close(), 5)
+            except Exception as exc:  # closing during shutdown; nothing left to do
+                log.debug("closing the node's NATS connection: %s", exc)
+
     async def _close(self) -> None:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
-        if self.nc is not None and not self.nc.is_closed:
-            try:
-                await self.nc.close()
-            except Exception:  # closing during shutdown; nothing left to do
-                pass
+        await self._disconnect()
 
 
 def _reason_label(reason: str) -> str:
