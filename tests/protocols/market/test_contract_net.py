@@ -300,7 +300,8 @@ async def test_an_award_after_stop_bidding_is_declined_at_once(nc: Any) -> None:
     await drainer.start()
     specs = {"gated": (refuse_when_opened, echo), "backup": (price(4), echo)}
     async with agents(nc, specs):
-        initiator = ContractNetInitiator(nc, GROUP, participants=["drainer", *specs], reply_within=10, silence_timeout=60)
+        everyone = ["drainer", *specs]
+        initiator = ContractNetInitiator(nc, GROUP, participants=everyone, reply_within=10, silence_timeout=60)
         run = asyncio.create_task(initiator.run("job"))
         await asyncio.wait_for(proposed.wait(), 10)
         await drainer.stop_bidding()
