@@ -7,6 +7,10 @@ node-specific subjects, so the CLI's ``--node`` reaches exactly one node:
     foundation.control.<node>.status   {}                        -> status
     foundation.control.<node>.scale    {"pool": P, "size": N}    -> {"pool", "size"}
     foundation.control.<node>.restart  {"pool": P} | {"slot": S} -> {"restarted": [...]}
+    foundation.control.<node>.drain    {"pool": P} | {}          -> {"drained": {...}}
+    foundation.control.<node>.resume   {"pool": P} | {}          -> {"resumed": {...}}
+
+What each endpoint does is in :mod:`supervisor.endpoints`.
 
 Requests and replies are JSON. Errors use the micro error headers
 (``Nats-Service-Error``, ``Nats-Service-Error-Code``) with a one-line reason.
@@ -33,6 +37,7 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
 def control_subject(node: str, endpoint: str) -> str:
+    """``foundation.control.<node>.<endpoint>``."""
     return f"foundation.control.{subjects.token(node, 'node name')}.{endpoint}"
 
 

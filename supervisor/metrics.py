@@ -3,17 +3,30 @@
 ``PROMETHEUS_MULTIPROC_DIR`` must be set before *any* process imports
 ``prometheus_client``, so :func:`prepare_dir` runs first thing in
 ``foundation up``, and every metric object here is created lazily.
+
+Each process writes its own value files (``counter_<pid>.db`` …), so under
+worker churn the directory would grow with every pid ever seen. When a child
+exits, :func:`child_exited` removes its gauges (a dead process has no current
+value) and folds its counters, histograms and summaries into one
+``<type>_archive.db`` per type, so totals survive and the directory stays
+bounded by the number of live processes. Folding and scraping take the same
+lock, so a scrape never counts a dead process twice or misses it.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+_ARCHIVED_TYPES = ("counter", "histogram", "summary")  # values that add up across processes
+_lock = threading.Lock()  # folding dead processes' files vs. reading them
 
 
 def prepare_dir(path: str | os.PathLike[str]) -> Path:
@@ -33,7 +46,7 @@ def _m() -> Any:
     from prometheus_client import Counter, Gauge
 
     class M:
-        restarts = Counter("foundation_worker_restarts_total", "Children restarted by a supervisor.", ["pool", "reason"])
+        restarts = Counter("foundation_worker_restarts_total", "Children restarted by a supervisor, by cause.", ["pool", "reason"])
         escalations = Counter("foundation_supervisor_escalations_total", "Supervisors that gave up.", ["supervisor"])
         quota_breaches = Counter("foundation_quota_breaches_total", "Resource quota breaches.", ["pool", "kind"])
         workers = Gauge("foundation_workers", "Worker processes running.", ["pool"], multiprocess_mode="livemax")
@@ -49,20 +62,71 @@ def metrics() -> Any:
 
 
 def child_exited(pid: int) -> None:
-    """Drop a dead process's live gauges and merge its files (bounded directory)."""
-    if os.environ.get(ENV):
-        from prometheus_client import multiprocess
+    """Drop a dead process's gauges and fold its other files into the archives."""
+    path = os.environ.get(ENV)
+    if not path:
+        return
+    with _lock:
+        for f in glob.glob(os.path.join(path, f"*_{pid}.db")):
+            typ = os.path.basename(f).split("_", 1)[0]
+            if typ in _ARCHIVED_TYPES:
+                _fold(f, os.path.join(path, f"{typ}_archive.db"))
+            os.remove(f)
 
-        multiprocess.mark_process_dead(pid)
+
+def _fold(src: str, archive: str) -> None:
+    from prometheus_client.mmap_dict import MmapedDict
+
+    values = list(MmapedDict.read_all_values_from_file(src))
+    if not values:
+        return
+    target = MmapedDict(archive)
+    try:
+        for key, value, timestamp, _pos in values:
+            total, _ = target.read_value(key)
+            target.write_value(key, total + value, timestamp)
+    finally:
+        target.close()
+
+
+class _LockedCollector:
+    """The multiprocess collector, reading under the folding lock."""
+
+    def __init__(self, path: str) -> None:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        self._inner = MultiProcessCollector(None, path=path)
+
+    def collect(self) -> Any:
+        with _lock:
+            return list(self._inner.collect())
+
+
+def registry() -> Any:
+    """A registry aggregating every process's values (empty outside a node)."""
+    from prometheus_client import CollectorRegistry
+
+    reg = CollectorRegistry()
+    path = os.environ.get(ENV)
+    if path:
+        reg.register(_LockedCollector(path))
+    return reg
+
+
+def totals(metric: str, label: str) -> dict[str, float]:
+    """Sum of counter ``metric`` (its family name, without ``_total``) by ``label``."""
+    out: dict[str, float] = {}
+    for family in registry().collect():
+        if family.name == metric:
+            for s in family.samples:
+                if s.name.endswith("_total") and label in s.labels:
+                    out[s.labels[label]] = out.get(s.labels[label], 0.0) + s.value
+    return out
 
 
 def serve(host: str, port: int) -> tuple[Any, int]:
     """Serve ``/metrics`` aggregated over every process; returns (server, port)."""
-    from prometheus_client import CollectorRegistry, start_http_server
-    from prometheus_client.multiprocess import MultiProcessCollector
+    from prometheus_client import start_http_server
 
-    registry = CollectorRegistry()
-    if os.environ.get(ENV):
-        MultiProcessCollector(registry)
-    server, _thread = start_http_server(max(port, 0), addr=host, registry=registry)
+    server, _thread = start_http_server(max(port, 0), addr=host, registry=registry())
     return server, server.server_port

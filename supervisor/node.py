@@ -9,8 +9,11 @@
       │    └─ echo.1
       └─ pool:…
 
-The node also owns a NATS connection for lifecycle events and the control
-service, and the ``/metrics`` endpoint.
+Around the tree the node owns: a NATS connection for lifecycle events
+(:mod:`supervisor.events`) and the control service (:mod:`supervisor.endpoints`),
+one resource sampler per pool (:mod:`supervisor.quota`), an autoscaler per
+pool with ``max_size`` (:mod:`supervisor.autoscale`), the systemd notifier
+(:mod:`supervisor.systemd`) and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -22,28 +25,25 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import psutil
-
-from broker import (
-    ServerOptions,
-    connect,
-    declare_pool_consumer,
-    declare_streams,
-    encode,
-    jetstream,
-    subjects,
-)
+from broker import ServerOptions, connect, declare_pool_consumer, declare_streams, jetstream, subjects
 from config.schema import Config, PoolConfig
 from supervisor import metrics
+from supervisor.autoscale import Autoscaler
 from supervisor.children import ChildStartError, ExitInfo, ProcessChild
-from supervisor.control import ControlError, serve_control
+from supervisor.control import serve_control
+from supervisor.endpoints import NodeControl
+from supervisor.events import EventPublisher
 from supervisor.forkserver import handler_modules, start_fork_server
 from supervisor.natsserver import NatsServerChild
 from supervisor.pool import PoolSupervisor
+from supervisor.quota import Breach, ResourceSampler
+from supervisor.systemd import Notifier
 from supervisor.tree import EXIT_ESCALATED, EXIT_START_FAILED, Supervisor
 from workers.process import WorkerSpec
 
 log = logging.getLogger("foundation.node")
+
+STATUS_INTERVAL = 1.0  # seconds between STATUS= refreshes (and watchdog pings, at most)
 
 
 class Node:
@@ -58,13 +58,17 @@ class Node:
         self.cfg = cfg
         self.name = cfg.node.name
         self.announce = announce
+        self.events = EventPublisher(self.name)
+        self.notifier = Notifier()
         self.nats_child: NatsServerChild | None = None
         self.nc: Any = None
         self.pools: dict[str, PoolSupervisor] = {}
+        self.samplers: dict[str, ResourceSampler] = {}
         self.root: Supervisor | None = None
         self.started = time.time()
         self._metrics_server: Any = None
         self._service: Any = None
+        self._background: list[asyncio.Task[None]] = []
 
     @property
     def nats_url(self) -> str:
@@ -84,19 +88,18 @@ class Node:
                 monitor_port=self.cfg.nats.monitor_port,
                 name=self.name,
             )
-            self.nats_child = NatsServerChild(
-                opts, shutdown=self.cfg.supervisor.shutdown, on_exit=self._on_process_exit, before_stop=self._disconnect
-            )
+            self.nats_child = NatsServerChild(opts, shutdown=self.cfg.supervisor.shutdown, on_exit=self._on_process_exit)
             children.append(self.nats_child)
         for pool in self.cfg.pools.values():
             sup = PoolSupervisor(
                 pool,
                 spec_for=self._spec_for(pool),
                 prepare=self._prepare_pool,
-                on_event=self._event,
+                on_event=self.events,
                 on_exit=self._on_process_exit,
             )
             self.pools[pool.name] = sup
+            self.samplers[pool.name] = ResourceSampler(sup, self._breach_sink(pool.name))
             children.append(sup)
         return Supervisor(
             "root",
@@ -104,7 +107,7 @@ class Node:
             strategy="rest_for_one",
             max_restarts=self.cfg.supervisor.max_restarts,
             max_seconds=self.cfg.supervisor.max_seconds,
-            on_event=self._event,
+            on_event=self.events,
         )
 
     def _spec_for(self, pool: PoolConfig) -> Callable[[str], WorkerSpec]:
@@ -126,60 +129,54 @@ class Node:
         if self.nc is not None and not self.nc.is_closed:
             return
         self.nc = await connect(self.nats_url, name=f"supervisor {self.name}", connect_timeout=self.cfg.nats.connect_timeout)
-        self._service = await serve_control(
-            self.nc, self.name, {"status": self._status, "scale": self._scale, "restart": self._restart}
-        )
+        self.events.attach(self.nc)
+        self._service = await serve_control(self.nc, self.name, NodeControl(self).endpoints())
 
-    # -- events and exits --------------------------------------------------
-
-    def _event(self, kind: str, data: dict[str, Any]) -> None:
-        data = {"node": self.name, "kind": kind, "time": time.time(), **data}
-        child = str(data.get("child", ""))
-        if kind == "restart" and "." in child:
-            metrics.metrics().restarts.labels(child.rsplit(".", 1)[0], _reason_label(str(data.get("reason", "")))).inc()
-        elif kind == "escalate":
-            metrics.metrics().escalations.labels(str(data.get("supervisor"))).inc()
-        if self.nc is not None and self.nc.is_connected:
-            asyncio.get_running_loop().create_task(self._publish_event(kind, data))
-
-    async def _publish_event(self, kind: str, data: dict[str, Any]) -> None:
-        try:
-            await self.nc.publish(subjects.event(self.name, kind), encode(data))
-        except Exception as exc:  # events are best effort; the log has them too
-            log.debug("event %s not published: %s", kind, exc)
+    # -- exits, quotas, scaling ---------------------------------------------
 
     def _on_process_exit(self, child: ProcessChild, pid: int, info: ExitInfo) -> None:
         metrics.child_exited(pid)
 
-    # -- control endpoints --------------------------------------------------
+    def _breach_sink(self, pool: str) -> Callable[[str, int, Breach, str], None]:
+        def sink(slot: str, pid: int, breach: Breach, action: str) -> None:
+            self.events("quota", {
+                "pool": pool, "child": slot, "pid": pid, "quota": breach.kind,
+                "value": round(breach.value, 1), "limit": breach.limit, "action": action,
+            })
 
-    def _pool(self, name: Any) -> PoolSupervisor:
-        if not isinstance(name, str) or name not in self.pools:
-            raise ControlError(f"unknown pool {name!r}; pools on node {self.name}: {', '.join(self.pools) or 'none'}")
-        return self.pools[name]
+        return sink
 
-    async def _status(self, _args: dict[str, Any]) -> dict[str, Any]:
-        return await status_report(self)
+    async def _lag(self, pool: str) -> tuple[int, int]:
+        info = await jetstream(self.nc).consumer_info(subjects.TASKS_STREAM, subjects.consumer(pool))
+        return info.num_pending, info.num_ack_pending
 
-    async def _scale(self, args: dict[str, Any]) -> dict[str, Any]:
-        pool = self._pool(args.get("pool"))
-        size = args.get("size")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ControlError(f"size must be a whole number >= 0, got {size!r}")
-        return {"pool": pool.pool.name, "size": await pool.scale(size)}
+    def _autoscaler(self, sup: PoolSupervisor) -> Autoscaler:
+        name = sup.pool.name
+        return Autoscaler(
+            sup,
+            lambda: self._lag(name),
+            on_scale=lambda size: self.events("scale", {"pool": name, "size": size, "by": "autoscale"}),
+        )
 
-    async def _restart(self, args: dict[str, Any]) -> dict[str, Any]:
-        if "slot" in args:
-            slot = str(args["slot"])
-            pool = self._pool(slot.rsplit(".", 1)[0])
-            await pool.restart_child(slot, "restart requested")
-            return {"restarted": [slot]}
-        pool = self._pool(args.get("pool"))
-        done = []
-        for child in list(pool.children):
-            await pool.restart_child(child.id, "restart requested")
-            done.append(child.id)
-        return {"restarted": done}
+    # -- systemd -------------------------------------------------------------
+
+    def status_line(self) -> str:
+        """``STATUS=`` text: running/size per pool."""
+        parts = [
+            f"{name} {sup.running_count}/{sup.size}" + (" drained" if sup.drained else "")
+            for name, sup in self.pools.items()
+        ]
+        return "pools: " + (", ".join(parts) or "none")
+
+    async def _heartbeat(self) -> None:
+        # Runs on the main loop on purpose: if the loop wedges, the watchdog
+        # pings stop and systemd restarts the node.
+        interval = min(self.notifier.watchdog_interval or STATUS_INTERVAL, STATUS_INTERVAL)
+        while True:
+            if self.notifier.watchdog_interval is not None:
+                self.notifier.watchdog()
+            self.notifier.status(self.status_line())
+            await asyncio.sleep(interval)
 
     # -- run -------------------------------------------------------------
 
@@ -202,91 +199,54 @@ class Node:
             await self.root.start()
         except ChildStartError as exc:
             self.announce(f"foundation: {exc}")
+            self.notifier.stopping(f"failed to start: {exc}")
             await self._close()
             return EXIT_START_FAILED
+        self._start_background()
         where = "embedded" if self.nats_child else "external"
         self.announce(f"nats: {self.nats_url} ({where})")
         sizes = ", ".join(f"{p.pool.name}={p.size}" for p in self.pools.values())
+        self.notifier.ready(self.status_line())
         self.announce(f"node {self.name} up: pools {sizes or 'none'}; Ctrl-C or SIGTERM to stop")
         stopped = asyncio.create_task(stop.wait())
         failed = asyncio.create_task(self.root.wait())
         await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
         if failed.done():
             info = failed.result()
+            self.notifier.stopping(f"gave up: {info.reason}")
             self.announce(f"foundation: node {self.name} gave up: {info.reason}")
             await self._close()
             return EXIT_ESCALATED
         stopped.cancel()
+        self.notifier.stopping("draining pools and stopping")
         self.announce(f"node {self.name}: draining pools and stopping")
+        self._stop_background()
         await self.root.stop("node stopping")
         await self._close()
         self.announce(f"node {self.name}: stopped")
         return 0
 
-    async def _disconnect(self) -> None:
-        nc, self.nc = self.nc, None
-        if nc is not None and not nc.is_closed:
-            try:
-                await asyncio.wait_for(nc.close(), 5)
-            except Exception as exc:  # closing during shutdown; nothing left to do
-                log.debug("closing the node's NATS connection: %s", exc)
+    def _start_background(self) -> None:
+        for name, sampler in self.samplers.items():
+            self._background.append(asyncio.create_task(sampler.run(), name=f"sampler {name}"))
+        for sup in self.pools.values():
+            if sup.pool.max_size:
+                self._background.append(asyncio.create_task(self._autoscaler(sup).run(), name=f"autoscale {sup.pool.name}"))
+        self._background.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+
+    def _stop_background(self) -> None:
+        for task in self._background:
+            task.cancel()
+        self._background.clear()
 
     async def _close(self) -> None:
+        self._stop_background()
+        await self.events.flush()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
-        await self._disconnect()
-
-
-def _reason_label(reason: str) -> str:
-    # Keep label cardinality small: "signal SIGKILL", "exit 1 (error)" -> kind only.
-    return reason.split(":", 1)[0].split(" (")[0] or "unknown"
-
-
-async def status_report(node: Node) -> dict[str, Any]:
-    """The ``status`` reply: pools, workers, pids, RSS, processed counts, lag."""
-    js = jetstream(node.nc)
-    processed = _processed_by_pool()
-    pools = {}
-    for name, sup in node.pools.items():
-        workers = []
-        for child in sup.workers:
-            row: dict[str, Any] = {"id": child.id, "pid": child.pid if child.running else None, "running": child.running}
-            if child.running and child.pid:
-                try:
-                    proc = psutil.Process(child.pid)
-                    row["rss_mb"] = round(proc.memory_info().rss / 2**20, 1)
-                    row["uptime_s"] = round(time.monotonic() - child.started_at, 1)
-                except psutil.Error:
-                    pass
-            workers.append(row)
-        try:
-            info = await js.consumer_info(subjects.TASKS_STREAM, subjects.consumer(name))
-            lag = {"pending": info.num_pending, "ack_pending": info.num_ack_pending, "redelivered": info.num_redelivered}
-        except Exception as exc:  # report what we can
-            lag = {"error": str(exc)}
-        pools[name] = {"size": sup.size, "workers": workers, "processed": processed.get(name, 0), "consumer": lag}
-    return {
-        "node": node.name,
-        "nats": node.nats_url,
-        "uptime_s": round(time.time() - node.started, 1),
-        "pools": pools,
-    }
-
-
-def _processed_by_pool() -> dict[str, int]:
-    import os
-
-    if not os.environ.get(metrics.ENV):
-        return {}
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry)
-    out: dict[str, int] = {}
-    for family in registry.collect():
-        if family.name == "foundation_tasks_processed":
-            for s in family.samples:
-                if s.name.endswith("_total"):
-                    out[s.labels["pool"]] = out.get(s.labels["pool"], 0) + int(s.value)
-    return out
+        if self.nc is not None and not self.nc.is_closed:
+            try:
+                await self.nc.close()
+            except Exception:  # closing during shutdown; nothing left to do
+                pass
+        self.notifier.close()

@@ -1,4 +1,7 @@
-"""``foundation status | scale | restart``: talk to a node's control service."""
+"""``foundation status | scale | restart | drain | resume``: talk to a node's control service.
+
+Every command takes ``--node`` to reach any node of the cluster over NATS.
+"""
 
 from __future__ import annotations
 
@@ -28,11 +31,25 @@ def register(sub: Any) -> None:
     _common(p)
     p.set_defaults(func=lambda a: _call(a, "restart", _restart_args(a.target), _print_json))
 
+    p = sub.add_parser("drain", help="stop fetching and finish in-flight tasks; workers stay stopped until resume")
+    p.add_argument("pool", nargs="?", help="the pool (default: every pool of the node)")
+    _common(p, timeout=120.0)
+    p.set_defaults(func=lambda a: _call(a, "drain", _pool_args(a.pool), _print_json))
 
-def _common(p: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("resume", help="start the workers of drained pools again")
+    p.add_argument("pool", nargs="?", help="the pool (default: every pool of the node)")
+    _common(p)
+    p.set_defaults(func=lambda a: _call(a, "resume", _pool_args(a.pool), _print_json))
+
+
+def _common(p: argparse.ArgumentParser, timeout: float = 30.0) -> None:
     add_client_options(p)
     p.add_argument("--node", help="the node to ask (default: this host's node name)")
-    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--timeout", type=float, default=timeout, help=f"seconds to wait for the reply (default {timeout:g})")
+
+
+def _pool_args(pool: str | None) -> dict[str, str]:
+    return {"pool": pool} if pool else {}
 
 
 def _restart_args(target: str) -> dict[str, str]:
@@ -66,7 +83,8 @@ def _print_status(reply: dict[str, Any], args: Any) -> None:
     for name, pool in reply["pools"].items():
         c = pool["consumer"]
         lag = "?" if "error" in c else f"pending {c['pending']} in-flight {c['ack_pending']} redelivered {c['redelivered']}"
-        print(f"pool {name}: {pool['size']} workers, processed {pool['processed']}, {lag}")
+        drained = " (drained)" if pool.get("drained") else ""
+        print(f"pool {name}: {pool.get('running', pool['size'])}/{pool['size']} workers{drained}, processed {pool['processed']}, {lag}")
         for w in pool["workers"]:
             rss = f"{w['rss_mb']:.1f} MB" if "rss_mb" in w else "-"
             up = f"{w['uptime_s']:.0f}s" if "uptime_s" in w else "-"
