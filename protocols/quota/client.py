@@ -63,6 +63,8 @@ class QuotaClient:
         self.tokens_used = 0
         self._grants: deque[list[float]] = deque()  # [tokens left, deadline], oldest deadline first
         self._fetch: asyncio.Task[float] | None = None
+        self._queue = asyncio.Lock()
+        self._queued = 0
         self._no_service = False
         self._backoff = _NO_SERVICE_BACKOFF[0]
         self._slots_held = 0
@@ -70,6 +72,7 @@ class QuotaClient:
         self._slots_deadline = 0.0
         self._slot_ttl = 0.0
         self._overrun_deadline = -1.0
+        self._last_refusal: dict[str, Any] | None = None
         self._slot_lock = asyncio.Lock()
         self._renewer: asyncio.Task[None] | None = None
 
@@ -96,7 +99,9 @@ class QuotaClient:
             return QuotaUnavailableError(
                 f"no quota service of pool {self.pool!r} answered within {waited}s; is one running on some node?"
             )
-        return QuotaTimeoutError(f"{what} of pool {self.pool!r}: budget still exhausted after {waited}s")
+        return QuotaTimeoutError(
+            f"{what} of pool {self.pool!r}: still refused after {waited}s (last refusal: {self._last_refusal})"
+        )
 
     # -- rate tokens ------------------------------------------------------------------
 
@@ -127,6 +132,7 @@ class QuotaClient:
         if body is None:
             return self._no_service_wait()
         if not body.get("ok"):
+            self._last_refusal = body
             return float(body.get("retry_in", 0.05))
         deadline = sent + float(body["expires_in"])
         tokens = int(body["tokens"])
@@ -145,30 +151,35 @@ class QuotaClient:
     async def acquire(self, tokens: int = 1, timeout: float | None = None) -> None:
         """Take ``tokens`` rate tokens, waiting for the budget if needed.
 
+        Waiters are served first come, first served: while any caller waits,
+        later callers queue behind it instead of taking the tokens it waits for.
+
         Raises:
             QuotaTimeoutError: the budget stayed exhausted for ``timeout`` seconds.
             QuotaUnavailableError: no quota service answered for ``timeout`` seconds.
         """
-        if self._take(tokens):
-            self.tokens_used += tokens
-            if self.available() <= self.low_water:
-                self._refill(self.batch)  # early renewal: the next acquire finds tokens here
+        if not self._queued and self._take(tokens):
+            self._spent(tokens)
             return
         limit = self.timeout if timeout is None else timeout
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + limit
-        while not self._take(tokens):
-            wait = await asyncio.shield(self._refill(max(self.batch, tokens)))
-            if self._take(tokens):
-                break
-            left = give_up - loop.time()
-            if left <= 0:
-                raise self._give_up("rate tokens", limit)
-            if wait:
-                await asyncio.sleep(min(wait, left))
+        self._queued += 1
+        try:
+            async with asyncio.timeout(limit):
+                async with self._queue:  # FIFO: the head of the queue takes the next tokens
+                    while not self._take(tokens):
+                        wait = await asyncio.shield(self._refill(max(self.batch, tokens)))
+                        if wait:
+                            await asyncio.sleep(wait)  # refused, or no service yet
+        except TimeoutError:
+            raise self._give_up("rate tokens", limit) from None
+        finally:
+            self._queued -= 1
+        self._spent(tokens)
+
+    def _spent(self, tokens: int) -> None:
         self.tokens_used += tokens
         if self.available() <= self.low_water:
-            self._refill(self.batch)
+            self._refill(self.batch)  # early renewal: the next acquire finds tokens here
 
     # -- concurrency slots ----------------------------------------------------------------
 
@@ -189,6 +200,7 @@ class QuotaClient:
         if body is None:
             return self._no_service_wait()
         if not body.get("ok"):
+            self._last_refusal = body
             return float(body.get("retry_in", 0.05))
         self._slots_held = int(body["held"])
         self._slot_ttl = float(body["ttl"])

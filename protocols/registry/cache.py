@@ -175,10 +175,10 @@ class RegistryCache:
             return self._entries.keys()
         if len(sets) == 1:
             return sets[0]
-        # Walk the smallest set and probe the others: cost follows the rarest criterion.
+        # Start from the smallest set: C-level intersection walks the smaller side of
+        # each pair, so the cost follows the rarest criterion.
         sets.sort(key=len)
-        smallest, rest = sets[0], sets[1:]
-        return [id for id in smallest if all(id in s for s in rest)]
+        return sets[0].intersection(*sets[1:])
 
     def find(
         self,
@@ -216,8 +216,11 @@ class RegistryCache:
             else:
                 rest.append(cond)
         entries = self._entries
-        candidates = (entries[id] for id in self._ids(capability=capability, **narrow))
-        return [e for e in candidates if all(cond(e) for cond in rest)]
+        found = [entries[id] for id in self._ids(capability=capability, **narrow)]
+        # One pass per condition: later conditions only see what earlier ones kept.
+        for cond in rest:
+            found = [e for e in found if cond(e)]
+        return found
 
     def least_loaded(self, capability: str, n: int = 1) -> list[Entry]:
         """Up to ``n`` ready or busy entries with the capability, fewest in-flight first.

@@ -66,11 +66,11 @@ class Condition:
     path: str
     op: str
     value: Any
-    _parts: tuple[str, ...]
+    _get: Callable[[Entry], Any]
     _test: Callable[[Any, Any], bool]
 
     def __call__(self, entry: Entry) -> bool:
-        found = resolve(entry, self._parts)
+        found = self._get(entry)
         if found is _MISSING:
             return False
         try:
@@ -79,22 +79,54 @@ class Condition:
             return False
 
 
-def resolve(entry: Entry, parts: Sequence[str]) -> Any:
-    """The value at a split path in an entry, or the private missing marker."""
-    head = parts[0]
-    if head == "capabilities":
-        value: Any = sorted(entry.capabilities)
-    elif head == "load":
-        value = {"in_flight": entry.load.in_flight, "processed": entry.load.processed}
-    else:
-        value = getattr(entry, head)
-    for key in parts[1:]:
+def _dig(value: Any, keys: tuple[str, ...]) -> Any:
+    for key in keys:
         if not isinstance(value, dict):
             return _MISSING
         value = value.get(key, _MISSING)
         if value is _MISSING:
             return _MISSING
     return value
+
+
+def getter(path: str) -> Callable[[Entry], Any]:
+    """A function reading ``path`` from an entry (the private missing marker if absent).
+
+    Built once per condition, so evaluating it over many entries does no parsing.
+
+    Raises:
+        InvalidQueryError: the path does not start with an entry field.
+    """
+    parts = tuple(path.split(".")) if isinstance(path, str) and path else ()
+    if not parts:
+        raise InvalidQueryError(f"a query path must be a non-empty string, got {path!r}")
+    head, rest = parts[0], parts[1:]
+    if head not in _FIELDS or "" in parts:
+        raise InvalidQueryError(f"query path {path!r} must start with one of {sorted(_FIELDS)}")
+    if head == "load":
+        if not rest:
+            return lambda e: {"in_flight": e.load.in_flight, "processed": e.load.processed}
+        if len(rest) == 1 and rest[0] in ("in_flight", "processed"):
+            field = rest[0]
+            return lambda e: getattr(e.load, field)
+        return lambda e: _MISSING
+    if head == "capabilities":
+        return (lambda e: sorted(e.capabilities)) if not rest else (lambda e: _MISSING)
+    if not rest:
+        return lambda e: getattr(e, head)
+    if head == "metadata" and len(rest) <= 2:
+        # The common shapes ("metadata.zone", "metadata.gpu.mem") without the general loop.
+        first = rest[0]
+        if len(rest) == 1:
+            return lambda e: e.metadata.get(first, _MISSING)
+        second = rest[1]
+
+        def two(e: Entry) -> Any:
+            inner = e.metadata.get(first)
+            return inner.get(second, _MISSING) if isinstance(inner, dict) else _MISSING
+
+        return two
+    return lambda e: _dig(getattr(e, head), rest)
 
 
 def _options(op: str, value: Any) -> Any:
@@ -112,17 +144,13 @@ def compile_condition(path: str, op: str, value: Any) -> Condition:
         InvalidQueryError: unknown operator, unknown top-level field, or an
             ``in``/``not_in`` value that is not a list.
     """
-    if not isinstance(path, str) or not path:
-        raise InvalidQueryError(f"a query path must be a non-empty string, got {path!r}")
-    parts = tuple(path.split("."))
-    if parts[0] not in _FIELDS or "" in parts:
-        raise InvalidQueryError(f"query path {path!r} must start with one of {sorted(_FIELDS)}")
+    get = getter(path)
     test = OPERATORS.get(op)
     if test is None:
         raise InvalidQueryError(f"unknown query operator {op!r}; use one of {sorted(OPERATORS)}")
     if op in ("in", "not_in"):
         value = _options(op, value)
-    return Condition(path, op, value, parts, test)
+    return Condition(path, op, value, get, test)
 
 
 def compile_query(conditions: Iterable[Sequence[Any]]) -> list[Condition]:

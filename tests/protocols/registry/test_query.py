@@ -24,7 +24,7 @@ def make(id: str, *, node: str = "a", caps=("echo",), status=Status.READY, load=
 def cache() -> RegistryCache:
     c = RegistryCache()
     put(c, make("gpu.0", node="a", caps=("embed", "chat"), gpu={"mem": 16, "kind": "a100"}, region="eu", load=(2, 10)))
-    put(c, make("gpu.1", node="b", caps=("embed",), gpu={"mem": 24, "kind": "h100"}, region="us", load=(0, 50)))
+    put(c, make("gpu.1", node="b", caps=("embed",), gpu={"mem": 24, "kind": "h100", "spec": {"cores": 132}}, region="us", load=(0, 50)))
     put(c, make("gpu.2", node="b", caps=("embed",), gpu={"mem": 8}, region="us", status=Status.DRAINING))
     put(c, make("cpu.0", node="a", caps=("chat",), region="eu", tags=["x", "y"], load=(0, 3)))
     put(c, make("cpu.1", node="c", caps=("chat",), region=None, status=Status.STARTING))
@@ -39,6 +39,8 @@ def ids(entries: list[Entry]) -> list[str]:
     ("path", "op", "value", "expected"),
     [
         ("metadata.gpu.mem", "eq", 16, ["gpu.0"]),
+        ("metadata.gpu.spec.cores", "gt", 100, ["gpu.1"]),
+        ("metadata.region", "neq", "eu", ["cpu.1", "gpu.1", "gpu.2"]),
         ("metadata.gpu.mem", "neq", 16, ["gpu.1", "gpu.2"]),  # no gpu.mem: not matched
         ("metadata.gpu.mem", "gt", 16, ["gpu.1"]),
         ("metadata.gpu.mem", "lt", 16, ["gpu.2"]),

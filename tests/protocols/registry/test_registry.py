@@ -158,3 +158,21 @@ async def _take(events, n: int, timeout: float):
     async with asyncio.timeout(timeout):
         for _ in range(n):
             yield await anext(events)
+
+
+async def test_heartbeat_forever_reports_samples_until_cancelled(backends: BackendFactory) -> None:
+    async with open_registry(backend=await backends(), ttl=1) as worker, open_registry(backend=await backends()) as reader:
+        await worker.register(agent("echo.0", "a", 1))
+        samples = iter([(Status.READY, Load(0, 1)), (Status.BUSY, Load(2, 3))])
+        beating = asyncio.create_task(
+            worker.heartbeat_forever("echo.0", lambda: next(samples, (None, None)), interval=0.01)
+        )
+        try:
+            await reader.wait_for(lambda c: (e := c.lookup("echo.0")) is not None and e.load == Load(2, 3), timeout=5)
+            assert reader.lookup("echo.0").status is Status.BUSY
+        finally:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
+        await worker.unregister("echo.0")
+        with pytest.raises(NotRegisteredError):
+            await worker.heartbeat_forever("echo.0", interval=0.01)
