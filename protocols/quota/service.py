@@ -181,6 +181,8 @@ class QuotaService:
             if window is None or window.index != index:
                 window = await self._ledger.window(index, budget.window_s, budget.tokens_per_window,
                                                    budget.window_origin)
+                # The budget in force is ours, whatever the record's writer had configured.
+                window = replace(window, budget=budget.tokens_per_window)
                 self._audit(window)
             tokens = min(request.amount, window.remaining)
             if tokens == 0:

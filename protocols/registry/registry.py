@@ -178,7 +178,9 @@ class Registry:
         """
         owned = self._own.get(id)
         if owned is None:
-            raise NotRegisteredError(f"heartbeat for {id!r}, which this process did not register; call register() first")
+            raise NotRegisteredError(
+                f"heartbeat for {id!r}, which this process did not register; call register() first"
+            )
         entry, revision = owned
         entry = entry.beat(status=status, load=load, metadata=metadata)
         for _ in range(_CAS_ATTEMPTS):
@@ -188,6 +190,9 @@ class Registry:
             except RevisionMismatchError:
                 current = await self.backend.get(id)
             if current is None:
+                if id not in self._own:
+                    # Unregistered while this beat was in flight: do not bring it back.
+                    raise NotRegisteredError(f"{id!r} was unregistered during its heartbeat")
                 try:
                     revision = await self.backend.create(entry, self.ttl)
                     break

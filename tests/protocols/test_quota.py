@@ -19,6 +19,7 @@ from broker import connect
 from protocols.quota import (
     BadQuotaRequestError,
     Budget,
+    Grant,
     InvalidBudgetError,
     Ledger,
     QuotaClient,
@@ -164,6 +165,21 @@ async def test_bad_request_from_a_plain_client_gets_an_error_reply(nc, nats_url:
     assert (bad["ok"], bad["reason"]) == (False, "bad_request") and "'want'" in bad["error"]
     granted = json.loads(good.data)
     assert granted["ok"] and granted["tokens"] == 3 and 0 < granted["expires_in"] <= 1.0
+
+
+async def test_a_window_found_over_budget_counts_a_breach_and_grants_nothing(nc, clients) -> None:
+    # As after a budget was lowered: the ledger already holds more than the new budget allows.
+    budget = Budget(2, window_s=50, window_origin=time.time())
+    ledger = await Ledger.open(nc, "api")
+    over = Window("api", 0, budget.window_s, 150, grants=(Grant("0-1", "old", 150, 0),), origin=budget.window_origin)
+    await ledger.save_window(over)
+    breaches_before = metric("foundation_quota_breaches_total", "api", "rate")
+    async with open_quota_service(nc, "api", budget, name="node-a") as service:
+        await asyncio.wait_for(service.leading.wait(), 10)
+        with pytest.raises(QuotaTimeoutError, match="'reason': 'exhausted'"):
+            await clients[0].acquire(timeout=0.3)
+    assert metric("foundation_quota_breaches_total", "api", "rate") == breaches_before + 1
+    assert [w.granted for w in await ledger.windows()] == [150]
 
 
 # -- failover with the service in another OS process ------------------------------------------

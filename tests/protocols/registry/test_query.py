@@ -24,7 +24,8 @@ def make(id: str, *, node: str = "a", caps=("echo",), status=Status.READY, load=
 def cache() -> RegistryCache:
     c = RegistryCache()
     put(c, make("gpu.0", node="a", caps=("embed", "chat"), gpu={"mem": 16, "kind": "a100"}, region="eu", load=(2, 10)))
-    put(c, make("gpu.1", node="b", caps=("embed",), gpu={"mem": 24, "kind": "h100", "spec": {"cores": 132}}, region="us", load=(0, 50)))
+    put(c, make("gpu.1", node="b", caps=("embed",), gpu={"mem": 24, "kind": "h100", "spec": {"cores": 132}},
+                region="us", load=(0, 50)))
     put(c, make("gpu.2", node="b", caps=("embed",), gpu={"mem": 8}, region="us", status=Status.DRAINING))
     put(c, make("cpu.0", node="a", caps=("chat",), region="eu", tags=["x", "y"], load=(0, 3)))
     put(c, make("cpu.1", node="c", caps=("chat",), region=None, status=Status.STARTING))

@@ -161,7 +161,8 @@ async def _take(events, n: int, timeout: float):
 
 
 async def test_heartbeat_forever_reports_samples_until_cancelled(backends: BackendFactory) -> None:
-    async with open_registry(backend=await backends(), ttl=1) as worker, open_registry(backend=await backends()) as reader:
+    worker_backend, reader_backend = await backends(), await backends()
+    async with open_registry(backend=worker_backend, ttl=1) as worker, open_registry(backend=reader_backend) as reader:
         await worker.register(agent("echo.0", "a", 1))
         samples = iter([(Status.READY, Load(0, 1)), (Status.BUSY, Load(2, 3))])
         beating = asyncio.create_task(

@@ -8,7 +8,16 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 
-from protocols.registry import QUERY_SUBJECT, Entry, Load, Registry, Status, handle_query, open_registry, serve_registry_queries
+from protocols.registry import (
+    QUERY_SUBJECT,
+    Entry,
+    Load,
+    Registry,
+    Status,
+    handle_query,
+    open_registry,
+    serve_registry_queries,
+)
 
 
 @pytest.fixture
