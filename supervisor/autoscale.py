@@ -122,6 +122,7 @@ class Autoscaler:
         wanted = self.policy.decide(size, pending, in_flight)
         if wanted != size:
             log.info("autoscaling %s: %d -> %d (pending %d, in flight %d)", self.pool.pool.name, size, wanted, pending, in_flight)
-            size = await self.pool.scale(wanted)
+            await self.pool.scale(wanted)
+            size = self.pool.size
             self.on_scale(size)
         return size

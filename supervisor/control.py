@@ -5,7 +5,7 @@ Every node registers the service ``foundation`` (so ``$SRV.PING``,
 node-specific subjects, so the CLI's ``--node`` reaches exactly one node:
 
     foundation.control.<node>.status   {}                        -> status
-    foundation.control.<node>.scale    {"pool": P, "size": N}    -> {"pool", "size"}
+    foundation.control.<node>.scale    {"pool": P, "size": N}    -> {"pool", "size", "removed"}
     foundation.control.<node>.restart  {"pool": P} | {"slot": S} -> {"restarted": [...]}
     foundation.control.<node>.drain    {"pool": P} | {}          -> {"drained": {...}}
     foundation.control.<node>.resume   {"pool": P} | {}          -> {"resumed": {...}}
@@ -24,7 +24,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.micro import add_service
-from nats.micro.request import Request
+from nats.micro.request import Request, ServiceError
 
 from broker import decode, encode, subjects
 from config.errors import FoundationError
@@ -66,6 +66,8 @@ async def serve_control(nc: Client, node: str, endpoints: dict[str, Handler]) ->
 
 
 def _wrap(fn: Handler) -> Callable[[Request], Awaitable[None]]:
+    # Errors leave as ServiceError so the micro framework both sends the error
+    # headers and counts them in $SRV.STATS (num_errors, last_error).
     async def handle(req: Request) -> None:
         try:
             args = decode(req.data) if req.data else {}
@@ -73,15 +75,12 @@ def _wrap(fn: Handler) -> Callable[[Request], Awaitable[None]]:
                 raise ControlError("request body must be a JSON object")
             reply = await fn(args)
         except ControlError as exc:
-            await req.respond_error(str(exc.code), str(exc))
-            return
+            raise ServiceError(code=str(exc.code), description=str(exc)) from exc
         except FoundationError as exc:
-            await req.respond_error("500", str(exc))
-            return
+            raise ServiceError(code="500", description=str(exc)) from exc
         except Exception as exc:  # report, never leave the caller hanging
             log.exception("control endpoint failed")
-            await req.respond_error("500", f"{type(exc).__name__}: {exc}")
-            return
+            raise ServiceError(code="500", description=f"{type(exc).__name__}: {exc}") from exc
         await req.respond(encode(reply))
 
     return handle

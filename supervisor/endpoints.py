@@ -6,8 +6,9 @@ endpoint  request                          reply
 status    ``{}``                           node, nats, uptime, pools (size,
                                            running, drained, workers with pid,
                                            RSS, uptime; processed; consumer lag)
-scale     ``{"pool", "size"}``             ``{"pool", "size"}`` — scaling down
-                                           drains the removed workers first
+scale     ``{"pool", "size"}``             ``{"pool", "size", "removed": {slot:
+                                           how}}`` — scaling down drains the
+                                           removed workers first
 restart   ``{"pool"}`` or ``{"slot"}``     ``{"restarted": [slots]}`` — one at
                                            a time, each drained first (rolling)
 drain     ``{"pool"}`` or ``{}`` (node)    ``{"drained": {pool: {slot: how}}}``
@@ -72,11 +73,11 @@ class NodeControl:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ControlError(f"size must be a whole number >= 0, got {size!r}")
         try:
-            new = await pool.scale(size)
+            removed = await pool.scale(size)
         except PoolDrainedError as exc:
             raise ControlError(str(exc), 409) from None
-        self.node.events("scale", {"pool": pool.pool.name, "size": new, "by": "request"})
-        return {"pool": pool.pool.name, "size": new}
+        self.node.events("scale", {"pool": pool.pool.name, "size": pool.size, "by": "request"})
+        return {"pool": pool.pool.name, "size": pool.size, "removed": {slot: info.describe() for slot, info in removed.items()}}
 
     async def restart(self, args: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -92,11 +92,15 @@ class PoolSupervisor(Supervisor):
     def _should_start(self, child: Child) -> bool:
         return not self.drained
 
-    async def scale(self, size: int) -> int:
-        """Grow or shrink to ``size`` workers; returns the new size.
+    async def scale(self, size: int) -> dict[str, ExitInfo]:
+        """Grow or shrink to ``size`` workers, live.
 
-        Removed slots are drained: each gets SIGTERM, finishes its in-flight
-        tasks within ``shutdown``, and only then is it gone.
+        New slots take the lowest free numbers. Removed slots, highest first,
+        are drained: each gets SIGTERM, finishes its in-flight tasks within
+        ``shutdown``, and only then is it gone.
+
+        Returns:
+            How each removed worker ended (empty when growing).
 
         Raises:
             PoolDrainedError: the pool is drained.
@@ -104,14 +108,15 @@ class PoolSupervisor(Supervisor):
         if size < 0:
             raise ValueError(f"pool size must be >= 0, got {size}")
         self._check_not_drained("scale")
+        removed: dict[str, ExitInfo] = {}
         while self.size < size:
             used = {c.id for c in self.children}
             n = next(i for i in range(size + len(used)) if f"{self.pool.name}.{i}" not in used)
             await self.add_child(self._slot(n))
         while self.size > size:
             highest = max(self.children, key=lambda c: int(c.id.rsplit(".", 1)[1]))
-            await self.remove_child(highest.id, "scaled down")
-        return self.size
+            removed[highest.id] = await self.remove_child(highest.id, "scaled down")
+        return removed
 
     async def restart_child(self, child_id: str, reason: str = "restart requested") -> None:
         self._check_not_drained("restart")
