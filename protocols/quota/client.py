@@ -82,12 +82,15 @@ class QuotaClient:
         """One request; None when no service answered (none elected, or it just died)."""
         try:
             msg = await self.nc.request(self.subject, request.encode(), timeout=self.request_timeout)
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            body = codec.decode(msg.data)
+        except (nats.errors.Error, codec.CodecError) as exc:
+            # No responders, a timeout, a closed connection or a garbled reply: all
+            # mean "no service answered"; the caller retries with backoff.
+            log.debug("quota %s: no answer (%s)", self.pool, type(exc).__name__)
             self._no_service = True
             return None
         self._no_service = False
         self._backoff = _NO_SERVICE_BACKOFF[0]
-        body = codec.decode(msg.data)
         return body if isinstance(body, dict) else None
 
     def _no_service_wait(self) -> float:
