@@ -49,16 +49,31 @@ class Authenticator:
         # seen before means the very same body: a re-broadcast or a replay,
         # dropped without paying for verification again.
         self._seen: set[bytes] = set()
+        # Wire bytes of accepted messages, by signature: re-broadcast copies
+        # are byte-identical and are dropped before even parsing them.
+        self._raw: dict[bytes, bytes] = {}
+        self._raw_seen: set[bytes] = set()
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] += 1
 
-    def remember(self, msg: Message) -> None:
-        """Mark our own message as seen, so its echo is not processed twice."""
+    def remember(self, msg: Message) -> bytes:
+        """Mark our own message as seen (its echo is then a replay); its wire bytes."""
+        data = msg.encode()
         self._seen.add(msg.sig)
+        self._raw[msg.sig] = data
+        self._raw_seen.add(data)
+        return data
+
+    def wire(self, msg: Message) -> bytes:
+        """The bytes ``msg`` arrived as (or was sent as), for relaying it unchanged."""
+        data = self._raw.get(msg.sig)
+        return data if data is not None else msg.encode()
 
     def check(self, data: bytes) -> Message | None:
         """The authenticated message in ``data``, or ``None`` (the reason is counted)."""
+        if data in self._raw_seen:
+            return self._no(REPLAYED)
         try:
             msg = decode(data)
         except MalformedMessageError:
@@ -79,6 +94,8 @@ class Authenticator:
         # a signature first could attach it to another body and get the
         # genuine message dropped as a replay.
         self._seen.add(msg.sig)
+        self._raw[msg.sig] = data
+        self._raw_seen.add(data)
         if msg.kind in (PROPOSAL, DECISION) and not _digest_matches(msg):
             return self._no(WRONG_DIGEST)
         return msg

@@ -169,18 +169,29 @@ class Tendermint:
     def rebroadcast(self) -> Effects:
         """What to publish again on the transport's periodic tick.
 
-        Core NATS delivers at most once, so until it decides a participant
-        repeats its messages of the current round; peers drop the copies as
-        replays after one cheap lookup. Once decided, it repeats its decision
-        only while it keeps hearing from members that are still voting.
+        Core NATS delivers at most once, and Tendermint's liveness assumes
+        every message eventually reaches every honest member. So until it
+        decides, a member relays what it holds for its current round (the
+        proposal and everyone's votes, signatures intact) and the precommits
+        of the round before: exactly what a member behind it needs, either to
+        time out of that round or to see f + 1 senders of a later one.
+        Receivers drop copies after one set lookup. Once decided, a member
+        repeats its decision only while it keeps hearing members still voting.
         """
         if self.decision is not None:
             if self._peer_waiting and self._decision_msg is not None:
                 self._peer_waiting = False
                 self._fx.sends.append(Send(self._decision_msg.encode(), DECISION))
-        else:
-            for msg in self._mine.values():
-                self._fx.sends.append(Send(msg.encode(), msg.kind))
+            return self._take()
+        r, log = self.round, self._log
+        held: dict[bytes, Message] = {m.sig: m for m in self._mine.values()}
+        if r in log.proposals:
+            held.setdefault(log.proposals[r].sig, log.proposals[r])
+        for book in (log.prevotes.get(r, {}), log.precommits.get(r, {}), log.precommits.get(r - 1, {})):
+            for m in book.values():
+                held.setdefault(m.sig, m)
+        for msg in held.values():
+            self._fx.sends.append(Send(self._auth.wire(msg), msg.kind))
         return self._take()
 
     # -- acceptance -----------------------------------------------------------
@@ -314,9 +325,8 @@ class Tendermint:
     def _broadcast(self, msg: Message) -> None:
         msg = msg.signed(self._signer)
         self._mine[msg.kind] = msg
-        self._fx.sends.append(Send(msg.encode(), msg.kind))
         # Deliver to ourselves directly; the echo from the bus is then a replay.
-        self._auth.remember(msg)
+        self._fx.sends.append(Send(self._auth.remember(msg), msg.kind))
         self._accept(msg)
 
     def _schedule(self, step: str) -> None:
@@ -332,8 +342,7 @@ class Tendermint:
             digest=cert.digest, value=value, certificate=cert.to_dict(),
         ).signed(self._signer)
         self._decision_msg = msg
-        self._auth.remember(msg)
-        self._fx.sends.append(Send(msg.encode(), DECISION))
+        self._fx.sends.append(Send(self._auth.remember(msg), DECISION))
 
     def _take(self) -> Effects:
         fx, self._fx = self._fx, Effects()

@@ -6,12 +6,12 @@
 * :mod:`.invariants` — agreement, validity, integrity, termination, certificates.
 """
 
-from protocols.bft.sim.bus import Endpoint, Partition, Schedule, SimBus, SimNode, SimResult
+from protocols.bft.sim.bus import Cut, Endpoint, Partition, Schedule, SimBus, SimNode, SimResult
 from protocols.bft.sim.byzantine import BEHAVIOURS, Context
 from protocols.bft.sim.invariants import Verdict, check
 from protocols.bft.sim.scenario import Scenario, endpoints, member_ids, public_keys, signer_for, simulate, validate
 
 __all__ = [
-    "BEHAVIOURS", "Context", "Endpoint", "Partition", "Scenario", "Schedule", "SimBus", "SimNode", "SimResult",
+    "BEHAVIOURS", "Context", "Cut", "Endpoint", "Partition", "Scenario", "Schedule", "SimBus", "SimNode", "SimResult",
     "Verdict", "check", "endpoints", "member_ids", "public_keys", "signer_for", "simulate", "validate",
 ]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from protocols.bft.errors import MalformedMessageError
-from protocols.bft.machine import Decision, Effects, Timeout
+from protocols.bft.machine import Decision, Effects, Send, Timeout
 from protocols.bft.messages import PROPOSAL, decode
 
 
@@ -58,11 +58,32 @@ class Partition:
 
 
 @dataclass(frozen=True)
+class Cut:
+    """From ``start`` to ``end``, messages of ``kinds`` (all if empty) from ``src`` to ``dst`` are lost.
+
+    One-way and per kind: the losses that let one member see a quorum its
+    peers never see, which is what a lock must survive.
+    """
+
+    start: float
+    end: float
+    src: frozenset[str]
+    dst: frozenset[str]
+    kinds: frozenset[str] = frozenset()
+
+    def drops(self, a: str, b: str, kind: str, now: float) -> bool:
+        return (
+            self.start <= now < self.end and a in self.src and b in self.dst
+            and (not self.kinds or kind in self.kinds)
+        )
+
+
+@dataclass(frozen=True)
 class Schedule:
     """Everything the network does to a run; ``repr()`` of it replays the run.
 
     Before ``heal_at`` each delivery is dropped with probability ``drop``
-    (or when a partition separates its ends), duplicated with probability
+    (or when a partition separates its ends, or a cut covers it), duplicated with probability
     ``duplicate``, and delayed uniformly in ``[0, max_delay]`` (so it may
     overtake earlier ones). Endpoints named in ``late`` attach at the given
     time; deliveries before that are lost, as on core NATS.
@@ -73,6 +94,7 @@ class Schedule:
     duplicate: float = 0.0
     max_delay: float = 0.05
     partitions: tuple[Partition, ...] = ()
+    cuts: tuple[Cut, ...] = ()
     heal_at: float = 0.0
     late: tuple[tuple[str, float], ...] = ()
     calm_delay: float = 0.05
@@ -169,19 +191,23 @@ class SimBus:
             for target in self.endpoints:
                 if target.name == name or (send.to is not None and send.to != target.member):
                     continue
-                self._transmit(now, name, target.name, send.data)
+                self._transmit(now, name, target.name, send)
 
-    def _transmit(self, now: float, src: str, dst: str, data: bytes) -> None:
+    def _transmit(self, now: float, src: str, dst: str, send: Send) -> None:
         s = self.schedule
         rng = self._rng
         if now >= s.heal_at:
-            self._push(now + rng.uniform(0.0, s.calm_delay), "deliver", dst, data)
+            self._push(now + rng.uniform(0.0, s.calm_delay), "deliver", dst, send.data)
             return
-        if any(p.separates(src, dst, now) for p in s.partitions) or rng.random() < s.drop:
+        if (
+            any(p.separates(src, dst, now) for p in s.partitions)
+            or any(c.drops(src, dst, send.phase, now) for c in s.cuts)
+            or rng.random() < s.drop
+        ):
             return
         copies = 2 if rng.random() < s.duplicate else 1
         for _ in range(copies):
-            self._push(now + rng.uniform(0.0, s.max_delay), "deliver", dst, data)
+            self._push(now + rng.uniform(0.0, s.max_delay), "deliver", dst, send.data)
 
     def _note_proposal(self, data: bytes) -> None:
         try:

@@ -8,7 +8,8 @@ colluding behaviours tell each side a different value, ``evil#<side>``, which
 is what it takes to break agreement once they are more than f.
 
 Behaviours (see :data:`BEHAVIOURS`): ``silent``, ``equivocator``,
-``double-voter``, ``forger``, ``wrong-digest``, ``replayer``, ``twins``.
+``double-voter``, ``amnesiac``, ``forger``, ``wrong-digest``, ``replayer``,
+``twins``.
 """
 
 from __future__ import annotations
@@ -122,11 +123,14 @@ class Equivocator(Byzantine):
 
 
 class DoubleVoter(Byzantine):
-    """Signs two conflicting votes per round and kind.
+    """Signs conflicting votes per round and kind, and the same vote twice.
 
     Each peer first gets a vote for its side's ``evil`` value, then the vote
-    the honest machine would have sent; a receiver keeps whichever arrives
-    first and refuses the other as equivocation.
+    the honest machine would have sent, then that same vote re-signed with an
+    extra field (a distinct signature for an identical vote, so a receiver
+    that counted messages rather than senders would count it twice). A
+    receiver keeps whichever arrives first and refuses the others as
+    equivocation.
     """
 
     def tamper(self, fx: Effects) -> Effects:
@@ -134,12 +138,22 @@ class DoubleVoter(Byzantine):
         for send in fx.sends:
             msg = decode(send.data)
             if msg.kind in (PREVOTE, PRECOMMIT):
+                again = self.sign(msg, extra={"again": True})
                 for p in self.peers():
                     out.sends.append(Send(self.sign(msg, digest=digest(evil(self.ctx.side(p)))), msg.kind, p))
                     out.sends.append(Send(send.data, msg.kind, p))
+                    out.sends.append(Send(again, msg.kind, p))
             else:
                 out.sends.append(send)
         return out
+
+
+class Amnesiac(Byzantine):
+    """Forgets its lock after every step, so it prevotes any valid proposal."""
+
+    def tamper(self, fx: Effects) -> Effects:
+        self.inner._locked = (-1, None)  # the one piece of state an amnesia attack drops
+        return fx
 
 
 class Forger(Byzantine):
@@ -223,6 +237,7 @@ BEHAVIOURS: dict[str, Callable[[Context], list[tuple[str, Any]]]] = {
     "silent": _single(Silent),
     "equivocator": _single(Equivocator),
     "double-voter": _single(DoubleVoter),
+    "amnesiac": _single(Amnesiac),
     "forger": _single(Forger),
     "wrong-digest": _single(WrongDigest),
     "replayer": _single(Replayer),
