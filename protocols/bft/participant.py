@@ -235,6 +235,10 @@ class Participant:
         self._linger(key, running)
         return result
 
+    def running(self, group: str, instance: str) -> bool:
+        """Whether this member is subscribed to the instance (deciding or lingering)."""
+        return (group, instance) in self._instances
+
     def rejected(self, group: str, instance: str) -> Counter[str]:
         """Messages this member refused in an instance it still holds, by reason."""
         inst = self._instances.get((group, instance))
