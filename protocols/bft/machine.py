@@ -227,10 +227,14 @@ class Tendermint:
             msg = decode(data)
         except MalformedMessageError:
             return
-        if msg.kind != DECISION and msg.sender != self.me and (msg.group, msg.instance) == (self.group, self.instance):
-            if not self._peer_waiting and self._decision_msg is not None:
-                self._fx.sends.append(Send(self._decision_msg.encode(), DECISION))
-            self._peer_waiting = True
+        if msg.kind == DECISION or msg.sender == self.me or (msg.group, msg.instance) != (self.group, self.instance):
+            return
+        cert = self.decision.certificate if self.decision else None
+        if cert and msg.kind == PRECOMMIT and (msg.round, msg.digest) == (cert.round, cert.digest):
+            return  # a late vote of the deciding quorum itself: its sender decides from the same votes
+        if not self._peer_waiting and self._decision_msg is not None:
+            self._fx.sends.append(Send(self._decision_msg.encode(), DECISION))
+        self._peer_waiting = True
 
     # -- the rules ------------------------------------------------------------
 

@@ -5,8 +5,8 @@ from four core-NATS subscriptions, ``coord.bft.<group>.<instance>.<phase>``
 for phase in proposal, prevote, precommit, decision. Every participant holds
 its own plain subscriptions (never a queue group: each must see every
 message). Core NATS delivers at most once, so a tick re-publishes the
-machine's current-round messages every ``rebroadcast_interval`` until it
-decides; after deciding, the instance stays subscribed for ``linger``
+machine's current-round messages on a timer that starts at a quarter of
+``rebroadcast_interval`` and doubles up to it, until it decides; after deciding, the instance stays subscribed for ``linger``
 seconds and answers members still voting with its decision, which is how
 late joiners and healed members catch up.
 """
@@ -35,11 +35,12 @@ from protocols.bft.errors import (
 )
 from protocols.bft.keys import KeyDirectory, Signer
 from protocols.bft.machine import Effects, Tendermint, Timeout, TimeoutPolicy
-from protocols.bft.messages import KINDS, normalize
+from protocols.bft.messages import DECISION, KINDS, normalize
 
 log = logging.getLogger("foundation.protocols.bft")
 
 PROTOCOL = "bft"
+_DECISION_SUFFIX = "." + DECISION
 NATS_TIMEOUTS = TimeoutPolicy(propose=0.5, prevote=0.5, precommit=0.5, increment=0.25)
 
 
@@ -57,7 +58,10 @@ class _Instance:
         self.machine = machine
         self.done: asyncio.Future[tuple[Any, Certificate]] = asyncio.get_running_loop().create_future()
         self._subs: list[Any] = []
+        # Step timers, kept only to cancel on close (a few per round); the
+        # re-broadcast timer is one handle, replaced at every tick.
         self._timers: set[asyncio.TimerHandle] = set()
+        self._tick: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -66,23 +70,37 @@ class _Instance:
         try:
             for phase in KINDS:
                 self._subs.append(await nc.subscribe(subject(self.group, self.instance, phase), cb=self._on_msg))
-        except nats.errors.Error as exc:
+            # The server must hold our interest before we speak: members that
+            # start together then hear each other's first messages instead of
+            # waiting for a re-broadcast tick.
+            await nc.flush()
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
             await self.close()
             raise TransportUnavailableError(f"cannot subscribe to bft instance {self.instance!r}: {exc}") from exc
-        self._spawn(self._tick_loop())
+        self._schedule_tick(self.owner.rebroadcast_interval / 4)
         await self._apply(self.machine.start())
+
+    def _schedule_tick(self, delay: float) -> None:
+        # The first re-broadcasts come soon (a member that subscribed a moment
+        # late should not wait long), then back off to rebroadcast_interval.
+        if not self._closed:
+            self._tick = asyncio.get_running_loop().call_later(delay, self._on_tick, delay)
+
+    def _on_tick(self, delay: float) -> None:
+        if self._closed:
+            return
+        if not self.owner.paused:
+            fx = self.machine.rebroadcast()
+            if fx.sends:
+                self._spawn(self._apply(fx))
+        self._schedule_tick(min(delay * 2, self.owner.rebroadcast_interval))
 
     async def _on_msg(self, msg: Msg) -> None:
         if self._closed or self.owner.paused:
             return
+        if self.machine.decision is not None and msg.subject.endswith(_DECISION_SUFFIX):
+            return  # others' decisions teach a decided member nothing; skip parsing them
         await self._apply(self.machine.receive(msg.data))
-
-    async def _tick_loop(self) -> None:
-        interval = self.owner.rebroadcast_interval
-        while not self._closed:
-            await asyncio.sleep(interval)  # a periodic timer, not a wait for an event
-            if not self.owner.paused:
-                await self._apply(self.machine.rebroadcast())
 
     def _on_timer(self, timeout: Timeout) -> None:
         if not self._closed:
@@ -94,8 +112,6 @@ class _Instance:
     async def _apply(self, fx: Effects) -> None:
         loop = asyncio.get_running_loop()
         for t in fx.timeouts:
-            # Handles are only kept to be cancelled on close; a machine sets
-            # a handful of timers per round, so they are not pruned on firing.
             self._timers.add(loop.call_later(t.delay, self._on_timer, t))
         if fx.decision is not None and not self.done.done():
             self.done.set_result((fx.decision.value, fx.decision.certificate))
@@ -118,6 +134,8 @@ class _Instance:
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
+        if self._tick is not None:
+            self._tick.cancel()
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
@@ -139,7 +157,8 @@ class Participant:
         directory: public keys of each group's members.
         validate: default proposal predicate (must give every member the same answer).
         timeouts: step timeouts.
-        rebroadcast_interval: seconds between re-publications until decided.
+        rebroadcast_interval: the longest pause between re-publications (the
+            first comes after a quarter of it, then the pause doubles).
         linger: seconds an instance keeps answering after deciding; ``None``
             until :meth:`close`.
 
@@ -262,6 +281,7 @@ class Participant:
         """Stop every instance (decided or not) and drop their subscriptions."""
         for task in list(self._lingering):
             task.cancel()
+
         instances, self._instances = list(self._instances.values()), {}
         for inst in instances:
             await inst.close()
