@@ -14,6 +14,10 @@ class NatsServerChild(ProcessChild):
 
     Ports given as ``-1`` are chosen by the server at its first start and then
     kept, so clients reconnect to the same address after a restart.
+
+    ``before_stop`` is awaited before the server is asked to stop: the node
+    closes its own connection there, rather than leave it reconnecting to a
+    server that is going away on purpose.
     """
 
     def __init__(
@@ -51,5 +55,10 @@ class NatsServerChild(ProcessChild):
         # Clients of this node close first: a client left connected would
         # only start reconnecting to a server that is going away on purpose.
         if self.before_stop is not None and self.running:
+            await self.before_stop()
+        return await super().stop(reason)
+
+    async def stop(self, reason: str = "stopped") -> ExitInfo:
+        if self.running and self.before_stop is not None:
             await self.before_stop()
         return await super().stop(reason)

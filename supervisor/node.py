@@ -88,7 +88,9 @@ class Node:
                 monitor_port=self.cfg.nats.monitor_port,
                 name=self.name,
             )
-            self.nats_child = NatsServerChild(opts, shutdown=self.cfg.supervisor.shutdown, on_exit=self._on_process_exit)
+            self.nats_child = NatsServerChild(
+                opts, shutdown=self.cfg.supervisor.shutdown, on_exit=self._on_process_exit, before_stop=self._disconnect
+            )
             children.append(self.nats_child)
         for pool in self.cfg.pools.values():
             sup = PoolSupervisor(
@@ -239,14 +241,19 @@ class Node:
             task.cancel()
         self._background.clear()
 
+    async def _disconnect(self) -> None:
+        """Publish the last events and close the node's NATS connection."""
+        if self.nc is None or self.nc.is_closed:
+            return
+        await self.events.flush()
+        try:
+            await self.nc.close()
+        except Exception:  # closing during shutdown; nothing left to do
+            pass
+
     async def _close(self) -> None:
         self._stop_background()
-        await self.events.flush()
+        await self._disconnect()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
-        if self.nc is not None and not self.nc.is_closed:
-            try:
-                await self.nc.close()
-            except Exception:  # closing during shutdown; nothing left to do
-                pass
         self.notifier.close()

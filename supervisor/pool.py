@@ -89,15 +89,21 @@ class PoolSupervisor(Supervisor):
             await self.prepare(self.pool)
         await super().start()
 
+    async def _stop_all(self, reason: str) -> None:
+        # Like OTP's simple_one_for_one: the workers are identical and
+        # independent, so they drain all at once; one after another, a node's
+        # stop would take size x shutdown.
+        await asyncio.gather(*(self._stop_child(c, reason) for c in self.children))
+
     def _should_start(self, child: Child) -> bool:
         return not self.drained
 
     async def scale(self, size: int) -> dict[str, ExitInfo]:
         """Grow or shrink to ``size`` workers, live.
 
-        New slots take the lowest free numbers. Removed slots, highest first,
-        are drained: each gets SIGTERM, finishes its in-flight tasks within
-        ``shutdown``, and only then is it gone.
+        New slots take the lowest free numbers. Removed slots, the highest
+        numbers, are drained all at once: each gets SIGTERM, finishes its
+        in-flight tasks within ``shutdown``, and only then is it gone.
 
         Returns:
             How each removed worker ended (empty when growing).
@@ -113,9 +119,15 @@ class PoolSupervisor(Supervisor):
             used = {c.id for c in self.children}
             n = next(i for i in range(size + len(used)) if f"{self.pool.name}.{i}" not in used)
             await self.add_child(self._slot(n))
-        while self.size > size:
-            highest = max(self.children, key=lambda c: int(c.id.rsplit(".", 1)[1]))
-            removed[highest.id] = await self.remove_child(highest.id, "scaled down")
+        if self.size > size:
+            async with self._lock:
+                by_number = sorted(self.children, key=lambda c: int(c.id.rsplit(".", 1)[1]), reverse=True)
+                going = by_number[: self.size - size]
+                # Drained all at once: removing n workers takes one shutdown, not n.
+                infos = await asyncio.gather(*(self._stop_child(c, "scaled down") for c in going))
+                for child, info in zip(going, infos):
+                    self.children.remove(child)
+                    removed[child.id] = info
         return removed
 
     async def restart_child(self, child_id: str, reason: str = "restart requested") -> None:

@@ -144,14 +144,18 @@ class Supervisor:
         async with self._lock:
             if self._loop_task is not None:
                 self._loop_task.cancel()
-            for child in reversed(self.children):
-                await self._stop_child(child, reason)
+            await self._stop_all(reason)
             for task in list(self._background):
                 task.cancel()
             info = ExitInfo(0, reason, requested=True)
             if not self._done.done():
                 self._done.set_result(info)
         return await self.wait()
+
+    async def _stop_all(self, reason: str) -> None:
+        """Stop every child, one at a time, in reverse start order."""
+        for child in reversed(self.children):
+            await self._stop_child(child, reason)
 
     async def settled(self) -> None:
         """Wait until every exit that has been reported is fully handled.
@@ -366,8 +370,7 @@ class Supervisor:
     async def _escalate(self, why: str) -> None:
         log.error("%s: giving up: %s", self.id, why)
         self.on_event("escalate", {"supervisor": self.id, "reason": why})
-        for c in reversed(self.children):
-            await self._stop_child(c, "supervisor escalated")
+        await self._stop_all("supervisor escalated")
         assert self._done is not None
         if not self._done.done():
             self._done.set_result(ExitInfo(EXIT_ESCALATED, why))

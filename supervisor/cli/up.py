@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
+from collections.abc import Coroutine
 from typing import Any
 
 from supervisor.cli.common import add_config_option, load
@@ -32,4 +33,26 @@ def run(args: argparse.Namespace) -> int:
     metrics.prepare_dir(Path(cfg.metrics.dir) / cfg.node.name)
     from supervisor.node import Node
 
-    return asyncio.run(Node(cfg, announce=lambda line: print(line, flush=True)).run())
+    return _run(Node(cfg, announce=lambda line: print(line, flush=True)).run())
+
+
+def _run(main: Coroutine[Any, Any, int], grace: float = 5.0) -> int:
+    """``asyncio.run``, but leftover tasks get ``grace`` seconds to end.
+
+    ``asyncio.run`` waits without limit for every leftover task to honour its
+    cancellation; a library task that swallows one (a NATS reconnect loop
+    caught mid-connect) would turn a clean stop into a hang.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        code = loop.run_until_complete(main)
+        leftover = asyncio.all_tasks(loop)
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            loop.run_until_complete(asyncio.wait(leftover, timeout=grace))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+        return code
+    finally:
+        loop.close()

@@ -58,14 +58,14 @@ async def test_live_scale_up_and_down_under_load_loses_nothing(tmp_path: Path, n
     node = NodeProcess(write_config(tmp_path / "f.toml", nats_url=nats_url, pools={"p": slow_pool()})).wait_up()
     js = jetstream(nc)
     try:
-        ids = {f"s{i}" for i in range(400)}
+        ids = {f"s{i}" for i in range(300)}
         async with collect_results(js, "p") as results:
             await asyncio.gather(*(publish_task(js, "p", {"seconds": 0.02}, task_id=t) for t in ids))
             await results.wait_for(20, timeout=30)
             up = await request(nc, "test", "scale", {"pool": "p", "size": 4})
             assert up == {"pool": "p", "size": 4, "removed": {}}
             assert sorted(await worker_pids(nc)) == ["p.0", "p.1", "p.2", "p.3"]
-            await results.wait_for(200, timeout=30)
+            await results.wait_for(100, timeout=30)
             # Down to one while all four are busy: the highest slots go, each
             # drained first (exit 0), so none of their tasks waits for a redelivery.
             down = await request(nc, "test", "scale", {"pool": "p", "size": 1})
@@ -75,8 +75,8 @@ async def test_live_scale_up_and_down_under_load_loses_nothing(tmp_path: Path, n
             got = await results.wait_for(ids, timeout=60)
         assert set(got) == ids and all(r["ok"] for r in got.values())
         assert {r["worker"] for r in got.values()} == {"p.0", "p.1", "p.2", "p.3"}
-        info = await js.consumer_info(subjects.TASKS_STREAM, subjects.consumer("p"))
-        assert info.num_redelivered == 0  # nothing was left in a removed worker's hands
+        # Nothing was left in a removed worker's hands to be redelivered.
+        assert [t for t, r in got.items() if r["attempt"] != 1] == []
         # Stable slot ids: growing again reuses the lowest free numbers.
         await request(nc, "test", "scale", {"pool": "p", "size": 3})
         assert sorted(await worker_pids(nc)) == ["p.0", "p.1", "p.2"]
