@@ -83,6 +83,7 @@ from protocols.bft.errors import (
     BftError,
     CertificateError,
     DecisionTimeoutError,
+    InvalidInstanceError,
     InvalidKeyError,
     InvalidProposalError,
     MalformedMessageError,
@@ -96,9 +97,10 @@ from protocols.bft.participant import NATS_TIMEOUTS, Participant, subject
 from protocols.bft.quorum import fault_bound, proposer, quorum, skip_threshold
 
 __all__ = [
-    "NATS_TIMEOUTS", "BftError", "Certificate", "CertificateError", "Decision", "DecisionTimeoutError", "Effects",
-    "InvalidKeyError", "InvalidProposalError", "KeyDirectory", "MalformedMessageError", "MembershipError",
-    "Message", "Participant", "Send", "Signer", "StaticKeyDirectory", "Tendermint", "Timeout", "TimeoutPolicy",
-    "TransportUnavailableError", "build_certificate", "canonical", "digest", "fault_bound", "new_seed",
-    "proposer", "quorum", "seed_from_bytes", "skip_threshold", "subject", "verify_certificate",
+    "NATS_TIMEOUTS", "BftError", "Certificate", "CertificateError", "Decision", "DecisionTimeoutError",
+    "Effects", "InvalidInstanceError", "InvalidKeyError", "InvalidProposalError", "KeyDirectory",
+    "MalformedMessageError", "MembershipError", "Message", "Participant", "Send", "Signer",
+    "StaticKeyDirectory", "Tendermint", "Timeout", "TimeoutPolicy", "TransportUnavailableError",
+    "build_certificate", "canonical", "digest", "fault_bound", "new_seed", "proposer", "quorum",
+    "seed_from_bytes", "skip_threshold", "subject", "verify_certificate",
 ]

@@ -72,7 +72,9 @@ def verify_certificate(cert: Certificate | Mapping[str, Any], public_keys: Mappi
             the group; its size fixes n and so the quorum n - f.
 
     Returns:
-        The decided value.
+        The decided value of ``(cert.group, cert.instance)``; checking that
+        these are the group and instance the caller asked about is the
+        caller's part.
 
     Raises:
         CertificateError: fewer than a quorum of distinct members signed a

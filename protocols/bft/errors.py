@@ -29,6 +29,10 @@ class MembershipError(BftError):
     """The group's membership cannot run the protocol (too few members, or we are not one)."""
 
 
+class InvalidInstanceError(BftError):
+    """A group or instance id cannot be a subject token, or is reserved (starts with ``_``)."""
+
+
 class DecisionTimeoutError(BftError):
     """No decision was reached within the caller's deadline."""
 

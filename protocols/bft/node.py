@@ -57,11 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the decision")
     parser.add_argument("--wait-start", action="store_true", help="wait for a 'start' control command")
     parser.add_argument("--isolated", action="store_true", help="start cut off (until a 'heal' command)")
+    parser.add_argument("--die-with-parent", action="store_true", help="exit when the launching process dies")
 
 
 async def run(args: argparse.Namespace) -> int:
     """Run one member until stdin closes or SIGTERM; 0 if it decided (or was stopped first)."""
-    die_with_parent()
+    if args.die_with_parent:
+        die_with_parent()
     signer = Signer(args.id, args.seed_file.read_bytes().strip())
     directory = StaticKeyDirectory(orjson.loads(args.keys.read_bytes()))
     proposal = orjson.loads(args.proposal)

@@ -4,11 +4,12 @@ Each instance runs one :class:`~protocols.bft.machine.Tendermint` machine fed
 from four core-NATS subscriptions, ``coord.bft.<group>.<instance>.<phase>``
 for phase in proposal, prevote, precommit, decision. Every participant holds
 its own plain subscriptions (never a queue group: each must see every
-message). Core NATS delivers at most once, so a tick re-publishes the
-machine's current-round messages on a timer that starts at a quarter of
-``rebroadcast_interval`` and doubles up to it, until it decides; after deciding, the instance stays subscribed for ``linger``
-seconds and answers members still voting with its decision, which is how
-late joiners and healed members catch up.
+message). Core NATS delivers at most once, so a timer re-publishes what the
+machine holds for its current round, first after a quarter of
+``rebroadcast_interval`` and then backing off to it, until it decides. After
+deciding, the instance stays subscribed for ``linger`` seconds and answers
+members still voting with its decision, which is how late joiners and healed
+members catch up.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from broker import subjects
+from config.errors import BrokerError
 from protocols.bft.certificate import Certificate
 from protocols.bft.errors import (
     DecisionTimeoutError,
+    InvalidInstanceError,
     InvalidProposalError,
     MembershipError,
     TransportUnavailableError,
@@ -47,6 +50,15 @@ NATS_TIMEOUTS = TimeoutPolicy(propose=0.5, prevote=0.5, precommit=0.5, increment
 def subject(group: str, instance: str, phase: str) -> str:
     """The subject of one phase of one instance."""
     return subjects.coord(PROTOCOL, group, instance, phase)
+
+
+def _check_names(group: str, instance: str) -> None:
+    try:
+        subject(group, instance, DECISION)
+    except BrokerError as exc:
+        raise InvalidInstanceError(str(exc)) from exc
+    if instance.startswith("_"):
+        raise InvalidInstanceError(f"instance {instance!r}: names starting with '_' are reserved for control")
 
 
 class _Instance:
@@ -104,10 +116,7 @@ class _Instance:
 
     def _on_timer(self, timeout: Timeout) -> None:
         if not self._closed:
-            self._spawn(self._apply_timeout(timeout))
-
-    async def _apply_timeout(self, timeout: Timeout) -> None:
-        await self._apply(self.machine.on_timeout(timeout))
+            self._spawn(self._apply(self.machine.on_timeout(timeout)))
 
     async def _apply(self, fx: Effects) -> None:
         loop = asyncio.get_running_loop()
@@ -182,7 +191,7 @@ class Participant:
         self.paused = False
         self._instances: dict[tuple[str, str], _Instance] = {}
         self._sequence: dict[str, itertools.count[int]] = {}
-        self._lingering: set[asyncio.Task[None]] = set()
+        self._lingering: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     @property
     def id(self) -> str:
@@ -210,6 +219,8 @@ class Participant:
         Raises:
             InvalidProposalError: our own validation rejects ``proposal``.
             MembershipError: we are not a member of ``group``, or it is empty.
+            InvalidInstanceError: ``group`` or ``instance`` cannot be a subject
+                token, or the instance name starts with ``_`` (reserved).
             DecisionTimeoutError: no decision within ``timeout`` (this member
                 then stops taking part in the instance).
             TransportUnavailableError: NATS refused the subscriptions.
@@ -219,8 +230,7 @@ class Participant:
             raise MembershipError(f"{self.id!r} is not a member of group {group!r}; add its key to the directory")
         if instance is None:
             instance = str(next(self._sequence.setdefault(group, itertools.count())))
-        if instance.startswith("_"):
-            raise MembershipError(f"instance {instance!r}: names starting with '_' are reserved")
+        _check_names(group, instance)
         key = (group, instance)
         running = self._instances.get(key)
         if running is None:
@@ -238,21 +248,27 @@ class Participant:
             running = self._instances[key] = _Instance(self, group, instance, machine)
             await running.start()
         try:
-            result = await asyncio.wait_for(asyncio.shield(running.done), timeout)
-        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
-            if running.done.done() and not running.done.cancelled():
-                result = running.done.result()
-            else:
-                self._instances.pop(key, None)
-                await running.close()
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                raise DecisionTimeoutError(
-                    f"no decision in {group}/{instance} after {timeout:.3g}s (round {running.machine.round}); "
-                    "are at least 2f+1 members running and connected?"
-                ) from None
+            await asyncio.wait_for(asyncio.shield(running.done), timeout)
+        except asyncio.TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            if not running.done.done():  # our caller gave up: so do we
+                await self._abandon(key, running)
+            raise
+        if not running.done.done() or running.done.cancelled():
+            await self._abandon(key, running)
+            raise DecisionTimeoutError(
+                f"no decision in {group}/{instance} after {timeout:.3g}s (round {running.machine.round}); "
+                "are at least 2f+1 members running and connected?"
+            )
+        result = running.done.result()
         self._linger(key, running)
         return result
+
+    async def _abandon(self, key: tuple[str, str], inst: _Instance) -> None:
+        if self._instances.get(key) is inst:
+            del self._instances[key]
+        await inst.close()
 
     def running(self, group: str, instance: str) -> bool:
         """Whether this member is subscribed to the instance (deciding or lingering)."""
@@ -264,22 +280,20 @@ class Participant:
         return Counter(inst.machine.rejected) if inst else Counter()
 
     def _linger(self, key: tuple[str, str], inst: _Instance) -> None:
-        if self.linger is None or any(t.get_name() == repr(key) for t in self._lingering):
+        if self.linger is None or key in self._lingering:
             return
 
         async def _expire() -> None:
             await asyncio.sleep(self.linger)  # answering late joiners for a while, then letting go
-            if self._instances.get(key) is inst:
-                del self._instances[key]
-            await inst.close()
+            await self._abandon(key, inst)
 
-        task = asyncio.get_running_loop().create_task(_expire(), name=repr(key))
-        self._lingering.add(task)
-        task.add_done_callback(self._lingering.discard)
+        task = asyncio.get_running_loop().create_task(_expire())
+        self._lingering[key] = task
+        task.add_done_callback(lambda _t: self._lingering.pop(key, None))
 
     async def close(self) -> None:
         """Stop every instance (decided or not) and drop their subscriptions."""
-        for task in list(self._lingering):
+        for task in list(self._lingering.values()):
             task.cancel()
 
         instances, self._instances = list(self._instances.values()), {}

@@ -93,7 +93,8 @@ def _foreign_traffic(scenario: Scenario, keys: Mapping[str, str]) -> tuple[bytes
     out = []
     for member in keys:
         signer = signer_for(member)
-        for group, instance in ((scenario.group, f"{scenario.instance}-old"), (f"{scenario.group}-other", scenario.instance)):
+        elsewhere = ((scenario.group, f"{scenario.instance}-old"), (f"{scenario.group}-other", scenario.instance))
+        for group, instance in elsewhere:
             for kind in (PREVOTE, PRECOMMIT):
                 msg = Message(kind=kind, group=group, instance=instance, round=0, sender=member,
                               digest=digest(f"value-{member}"))

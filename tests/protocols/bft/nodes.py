@@ -46,7 +46,7 @@ class Node:
             sys.executable, "-m", "protocols.bft", "run", "--url", url, "--id", member,
             "--seed-file", str(keys.parent / f"{member}.seed"), "--keys", str(keys), "--group", group,
             "--instance", instance, "--proposal", orjson.dumps(f"from-{member}").decode(),
-            "--timeout", str(timeout), *extra,
+            "--timeout", str(timeout), "--die-with-parent", *extra,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=REPO,
         )
         return cls(member, proc)

@@ -11,6 +11,7 @@ import pytest
 from broker import connect
 from protocols.bft import (
     DecisionTimeoutError,
+    InvalidInstanceError,
     InvalidProposalError,
     MembershipError,
     Participant,
@@ -80,15 +81,29 @@ async def test_own_invalid_proposal_and_non_members_are_refused(members, nc) -> 
         await members[0].decide("g", -1, 1, instance="y", validate=lambda v: v >= 0)
     with pytest.raises(InvalidProposalError, match="not JSON"):
         await members[0].decide("g", {1: object()}, 1, instance="y")
+    with pytest.raises(InvalidInstanceError, match="reserved"):
+        await members[0].decide("g", 1, 1, instance="_control")
+    with pytest.raises(InvalidInstanceError, match="white space"):
+        await members[0].decide("g", 1, 1, instance="a.b")
     outsider = Participant(nc, Signer("z", new_seed()), members[0].directory)
     with pytest.raises(MembershipError, match="not a member"):
         await outsider.decide("g", 1, 1, instance="y")
 
 
-async def test_without_a_quorum_decide_times_out(members) -> None:
+async def test_without_a_quorum_decide_times_out_and_lets_go(members) -> None:
     # Two of four: below the quorum of three, nothing can be decided.
     with pytest.raises(DecisionTimeoutError, match="no decision in g/t after 0.5s"):
         await asyncio.gather(*(p.decide("g", p.id, 0.5, instance="t") for p in members[:2]))
+    assert not members[0].running("g", "t")
+
+
+async def test_a_cancelled_caller_stops_taking_part(members) -> None:
+    task = asyncio.create_task(members[0].decide("g", "x", 30, instance="c"))
+    await _until(lambda: members[0].running("g", "c"))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not members[0].running("g", "c")
 
 
 async def test_forged_and_foreign_messages_on_the_subject_are_refused(members, nc) -> None:
