@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -66,7 +67,11 @@ async def connect(
     )
     opts.update(options)
     try:
-        return await nats.connect(**opts)
+        # With unlimited reconnects the client would also retry its *first*
+        # connection forever; bound that one by ``connect_timeout``.
+        return await asyncio.wait_for(nats.connect(**opts), connect_timeout)
+    except asyncio.TimeoutError:
+        raise NatsUnavailableError(f"cannot connect to NATS at {url} within {connect_timeout:g}s; is the server running?") from None
     except Exception as exc:  # nats.connect raises assorted OSError/NATS errors
         raise NatsUnavailableError(f"cannot connect to NATS at {url}: {exc}; is the server running?") from exc
 
