@@ -137,7 +137,10 @@ class Node:
     # -- exits, quotas, scaling ---------------------------------------------
 
     def _on_process_exit(self, child: ProcessChild, pid: int, info: ExitInfo) -> None:
-        metrics.child_exited(pid)
+        try:
+            metrics.child_exited(pid)
+        except Exception:  # bookkeeping must never disturb supervision
+            log.exception("folding the metrics of %s (pid %d) failed", child.id, pid)
 
     def _breach_sink(self, pool: str) -> Callable[[str, int, Breach, str], None]:
         def sink(slot: str, pid: int, breach: Breach, action: str) -> None:
