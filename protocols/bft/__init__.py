@@ -71,8 +71,9 @@ simulation finds such a schedule, so that its passing runs mean something.
 Modules
 =======
 messages (wire form, canonical bytes), keys (identities, :class:`KeyDirectory`),
-quorum, auth (per-message checks), votelog, machine (the pure state machine),
-certificate, participant (NATS transport), node (a member as an OS process),
+registry_keys (keys from registry entries' metadata or a keys file), quorum,
+auth (per-message checks), votelog, machine (the pure state machine), certificate,
+participant (NATS transport), node (a member as an OS process),
 sim (the deterministic simulation bus, Byzantine behaviours, invariants).
 """
 
@@ -95,12 +96,13 @@ from protocols.bft.machine import Decision, Effects, Send, Tendermint, Timeout, 
 from protocols.bft.messages import Message, canonical, digest
 from protocols.bft.participant import NATS_TIMEOUTS, Participant, subject
 from protocols.bft.quorum import fault_bound, proposer, quorum, skip_threshold
+from protocols.bft.registry_keys import METADATA_KEY, RegistryKeyDirectory, key_metadata, load_key_directory
 
 __all__ = [
-    "NATS_TIMEOUTS", "BftError", "Certificate", "CertificateError", "Decision", "DecisionTimeoutError",
-    "Effects", "InvalidInstanceError", "InvalidKeyError", "InvalidProposalError", "KeyDirectory",
-    "MalformedMessageError", "MembershipError", "Message", "Participant", "Send", "Signer",
-    "StaticKeyDirectory", "Tendermint", "Timeout", "TimeoutPolicy", "TransportUnavailableError",
-    "build_certificate", "canonical", "digest", "fault_bound", "new_seed", "proposer", "quorum",
-    "seed_from_bytes", "skip_threshold", "subject", "verify_certificate",
+    "METADATA_KEY", "NATS_TIMEOUTS", "BftError", "Certificate", "CertificateError", "Decision",
+    "DecisionTimeoutError", "Effects", "InvalidInstanceError", "InvalidKeyError", "InvalidProposalError",
+    "KeyDirectory", "MalformedMessageError", "MembershipError", "Message", "Participant", "RegistryKeyDirectory",
+    "Send", "Signer", "StaticKeyDirectory", "Tendermint", "Timeout", "TimeoutPolicy", "TransportUnavailableError",
+    "build_certificate", "canonical", "digest", "fault_bound", "key_metadata", "load_key_directory", "new_seed",
+    "proposer", "quorum", "seed_from_bytes", "skip_threshold", "subject", "verify_certificate",
 ]
