@@ -20,6 +20,7 @@ import multiprocess
 # Read by workers.preload inside the fork server; not imported from there
 # because importing that module has effects meant for the fork server only.
 PRELOAD_ENV = "FOUNDATION_PRELOAD"
+MAIN_ENV = "FOUNDATION_FORK_MAIN"  # read by supervisor.forkmain
 
 _context: Any = None
 
@@ -34,12 +35,33 @@ def start_fork_server(modules: Iterable[str]) -> Any:
     if _context is None:
         os.environ[PRELOAD_ENV] = ",".join(sorted(set(modules)))
         ctx = multiprocess.get_context("forkserver")
-        ctx.set_forkserver_preload(["workers.preload"])
+        main = _main_path()
+        if main:
+            os.environ[MAIN_ENV] = main
+        # supervisor.forkmain first: without it each child would run the main
+        # script (the ``foundation`` entry point, all it imports) on every fork.
+        ctx.set_forkserver_preload(["supervisor.forkmain", "workers.preload"])
         from multiprocess import forkserver
 
         forkserver.ensure_running()
         _context = ctx
     return _context
+
+
+def _main_path() -> str | None:
+    """The main script's path exactly as a fork request will carry it, if any."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    path = getattr(main, "__file__", None)
+    if spec is not None or not path:
+        return None  # run as a module (python -m ...): children do not re-run it
+    from multiprocess import process
+
+    if not os.path.isabs(path) and process.ORIGINAL_DIR is not None:
+        path = os.path.join(process.ORIGINAL_DIR, path)
+    return os.path.normpath(path)
 
 
 def fork_context() -> Any:

@@ -187,7 +187,9 @@ class Node:
 
     async def run(self) -> int:
         """Start the tree, serve until SIGTERM/SIGINT or escalation; the exit code."""
-        start_fork_server(["workers.process", *handler_modules(p.handler for p in self.cfg.pools.values())])
+        # workers.metrics imports prometheus_client, which is safe to preload
+        # here: PROMETHEUS_MULTIPROC_DIR is already set (foundation up sets it first).
+        start_fork_server(["workers.process", "workers.metrics", *handler_modules(p.handler for p in self.cfg.pools.values())])
         self.root = self._build()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
