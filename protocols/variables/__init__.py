@@ -4,6 +4,9 @@
   choice, bool) and their validation.
 * :mod:`.approval` — the pluggable gate a change must pass: a consensus round
   among stakeholders by default, chainable with other gates (``AllOf``).
+* :mod:`.byzantine` — the gate for a group declared Byzantine: a signed
+  agreement decision (``ByzantineApproval``, members run
+  ``ByzantineStakeholder``) whose certificate is stored with the value.
 * :mod:`.store` — propose → validate → approve → apply (CAS) in the
   ``variables`` bucket, with the change history.
 * :mod:`.view` — every process's live copy of the values, fed by a KV watch.
@@ -24,6 +27,12 @@ from protocols.variables.approval import (
     ConsensusApproval,
     Verdict,
     stakeholder,
+)
+from protocols.variables.byzantine import (
+    ByzantineApproval,
+    ByzantineStakeholder,
+    change_instance,
+    verify_change,
 )
 from protocols.variables.space import (
     BoolVar,
@@ -48,8 +57,10 @@ from protocols.variables.store import (
 from protocols.variables.view import VariableView
 
 __all__ = [
-    "HISTORY", "VARIABLES_GROUP", "AllOf", "Approval", "BoolVar", "Change", "ChangeRejectedError",
+    "HISTORY", "VARIABLES_GROUP", "AllOf", "Approval", "BoolVar", "ByzantineApproval", "ByzantineStakeholder",
+    "Change", "ChangeRejectedError",
     "ChangeRequest", "ChoiceVar", "ConsensusApproval", "FloatVar", "IntVar", "ParameterSpace", "Variable",
     "VariableConflictError", "VariableError", "VariableStore", "VariableValidationError", "VariableView",
-    "Verdict", "load_space", "open_variables_bucket", "stakeholder", "variable_from_dict", "variable_to_dict",
+    "Verdict", "change_instance", "load_space", "open_variables_bucket", "stakeholder", "variable_from_dict",
+    "variable_to_dict", "verify_change",
 ]
