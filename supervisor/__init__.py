@@ -25,25 +25,45 @@ Stop order
 Restart types
     ``permanent``: always restarted. ``transient``: restarted only after an
     abnormal exit (non-zero code or a signal). ``temporary``: never
-    restarted, and removed from the supervisor when it ends.
+    restarted, and removed from the supervisor when it ends — also when a
+    sibling's restart takes it down (as in OTP).
 
 Strategies (what is restarted when a child ends and must be restarted)
     ``one_for_one``: that child only. ``one_for_all``: every other child is
     stopped (reverse order), then all are started (in order).
     ``rest_for_one``: the children started after it are stopped (reverse
-    order), then it and they are started (in order).
+    order), then it and they are started (in order). Only an exit the
+    supervisor did not cause counts: children it stops itself (a strategy,
+    a scale-down, a drain, its own stop) are not "exits".
 
 Intensity
-    Every restart is counted. More than ``max_restarts`` restarts within
-    ``max_seconds`` makes the supervisor give up: it stops all its children in
-    reverse start order and ends with :data:`EXIT_ESCALATED`; its parent then
-    treats that as the supervisor's own abnormal exit. The root giving up
-    makes ``foundation up`` exit with code 3, so systemd restarts the node.
-    Two exceptions, both deliberate: a worker exiting with
-    ``EXIT_RECYCLE`` (it asked to be replaced: task count, age, quota) is
-    restarted without being counted; a worker whose handler cannot be
-    imported (``EXIT_HANDLER_IMPORT``) is not retried at all: restarting
-    cannot fix it, so the supervisor escalates at once with the import error.
+    Every restart is counted, once per exit whatever the strategy restarts.
+    More than ``max_restarts`` restarts within ``max_seconds`` makes the
+    supervisor give up: it stops all its children in reverse start order and
+    ends with :data:`EXIT_ESCALATED`; its parent then treats that as the
+    supervisor's own abnormal exit. The root giving up makes ``foundation
+    up`` exit with code 3, so systemd restarts the node. A restart that fails
+    to start counts as one more. Exceptions, all deliberate: a worker
+    exiting with ``EXIT_RECYCLE`` (it asked to be replaced: task count, age)
+    and a child the supervisor *replaces* (a quota breach: SIGTERM, drain,
+    fresh process — restarted whatever its restart type, unless temporary)
+    are not counted; a child it has to *kill* at once (RSS far over quota)
+    is, since it failed; a worker whose handler cannot be imported
+    (``EXIT_HANDLER_IMPORT``) is not retried at all: restarting cannot fix
+    it, so the supervisor escalates at once with the import error.
+
+Pools
+    A pool is a ``one_for_one`` supervisor of identical slots with its own
+    intensity. Like OTP's ``simple_one_for_one`` its workers are stopped all
+    at once (stop, escalation, scale-down, drain): they are independent, and
+    one after another a stop would take size × shutdown. A drained pool
+    keeps its slots stopped until resumed (:mod:`supervisor.pool`).
+
+Resources
+    Per-pool quotas (RSS, CPU over a window, open fds) are sampled by the
+    supervisor with psutil every 50 ms, during tasks too; a breach replaces
+    the worker gracefully, RSS past 1.5 × the limit kills it at once
+    (:mod:`supervisor.quota`).
 
 Process safety
     Workers are forked from a fork server (a fresh interpreter that
@@ -60,13 +80,26 @@ The tree of a node (``foundation up``)::
       │    ├─ <name>.0
       │    └─ <name>.1 …
       └─ …
+
+Around the tree (:mod:`supervisor.node`): lifecycle events on
+``foundation.events.<node>.<kind>`` (:mod:`supervisor.events`), the control
+service (:mod:`supervisor.control`, :mod:`supervisor.endpoints`), autoscaling
+(:mod:`supervisor.autoscale`), systemd notify and watchdog
+(:mod:`supervisor.systemd`), and ``/metrics`` (:mod:`supervisor.metrics`).
 """
 
 from supervisor.children import ChildStartError, ExitInfo, ProcessChild
-from supervisor.pool import PoolSupervisor
-from supervisor.tree import EXIT_ESCALATED, EXIT_START_FAILED, STRATEGIES, IntensityExceededError, Supervisor
+from supervisor.pool import PoolDrainedError, PoolSupervisor
+from supervisor.tree import (
+    CAUSES,
+    EXIT_ESCALATED,
+    EXIT_START_FAILED,
+    STRATEGIES,
+    IntensityExceededError,
+    Supervisor,
+)
 
 __all__ = [
-    "EXIT_ESCALATED", "EXIT_START_FAILED", "STRATEGIES", "ChildStartError", "ExitInfo",
-    "IntensityExceededError", "PoolSupervisor", "ProcessChild", "Supervisor",
+    "CAUSES", "EXIT_ESCALATED", "EXIT_START_FAILED", "STRATEGIES", "ChildStartError", "ExitInfo",
+    "IntensityExceededError", "PoolDrainedError", "PoolSupervisor", "ProcessChild", "Supervisor",
 ]
