@@ -52,3 +52,12 @@ async def balloon(payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
             await asyncio.sleep(0.02)
         raise RuntimeError("the balloon was never stopped")
     return {"attempt": ctx.attempt}
+
+
+def spin(payload: dict[str, Any]) -> dict[str, Any]:
+    """Keep a core busy for ``payload["seconds"]`` (CPU-bound work)."""
+    end = time.perf_counter() + float(payload["seconds"])
+    n = 0
+    while time.perf_counter() < end:
+        n += 1
+    return {"spins": n}

@@ -148,3 +148,28 @@ async def test_a_runaway_allocation_is_killed_mid_task_and_redelivered(tmp_path:
         assert (await events.wait("restart", child="b.0"))["cause"] == "signal"
     finally:
         assert node.stop() == 0
+
+
+async def test_sustained_cpu_recycles_after_the_task_in_hand(tmp_path: Path, nats_url: str, nc) -> None:
+    events = await EventLog.open(nc)
+    cfg = write_config(
+        tmp_path / "f.toml",
+        nats_url=nats_url,
+        pools={"c": {"handler": "tests.handlers:spin", "size": 1, "concurrency": 1,
+                     "quota": {"max_cpu_percent": 50, "cpu_window": 0.5}}},
+    )
+    node = NodeProcess(cfg).wait_up()
+    js = jetstream(nc)
+    try:
+        async with collect_results(js, "c") as results:
+            await publish_task(js, "c", {"seconds": 1.5}, task_id="busy")
+            breach = await events.wait("quota", pool="c")
+            assert (breach["quota"], breach["action"]) == ("cpu", "recycle") and breach["value"] > 50
+            # The worker finishes the task it holds before it goes: one result, first attempt.
+            got = await results.wait_for({"busy"}, timeout=30)
+            gone = await events.wait("exit", pid=breach["pid"])
+        assert got["busy"]["ok"] and got["busy"]["attempt"] == 1
+        assert (gone["code"], gone["signal"]) == (0, None)
+        assert (await events.wait("restart", child="c.0"))["cause"] == "quota"
+    finally:
+        assert node.stop() == 0
