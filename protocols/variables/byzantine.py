@@ -192,14 +192,17 @@ class ByzantineApproval:
         inbox = self.nc.new_inbox()
         try:
             sub = await self.nc.subscribe(inbox, cb=collect)
-            await self.nc.publish(subject(self.group, instance, REQUEST), body, reply=inbox)
-            await self.nc.flush()
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except nats.errors.Error as exc:
             raise VariableError(f"cannot ask group {self.group!r} to decide {change.name!r}: {exc!r}") from exc
         refused: dict[str, str] = {}
         pause = self.reannounce / 4
         next_announce = loop.time() + pause
         try:
+            try:
+                await self.nc.publish(subject(self.group, instance, REQUEST), body, reply=inbox)
+                await self.nc.flush()
+            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                raise VariableError(f"cannot ask group {self.group!r} to decide {change.name!r}: {exc!r}") from exc
             while (now := loop.time()) < deadline:
                 if now >= next_announce:
                     with contextlib.suppress(nats.errors.Error):
@@ -211,6 +214,10 @@ class ByzantineApproval:
                 except asyncio.TimeoutError:
                     continue
                 verdict = self._judge(data, members, instance, wanted, change, refused)
+                if verdict is not None:
+                    return verdict
+            while not answers.empty():  # answers that came in with the deadline still count
+                verdict = self._judge(answers.get_nowait(), members, instance, wanted, change, refused)
                 if verdict is not None:
                     return verdict
         finally:

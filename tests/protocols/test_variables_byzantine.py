@@ -161,6 +161,16 @@ async def test_a_silent_member_does_not_stop_a_valid_change(nats_url, nc) -> Non
         assert silent not in {from_wire(p).sender for p in cert.precommits}
 
 
+async def test_without_a_quorum_running_a_valid_change_is_refused_at_the_deadline(nats_url, nc) -> None:
+    async with _group(nats_url, nc, running=IDS[:2]) as group:  # 2 of 4 running; a quorum is 3
+        store = await _store(nc, group, timeout=1.0)
+        # Either the gate's deadline comes first, or both members' own (equal) deadlines do.
+        reason = r"no Byzantine decision on lr=0.5 in variables/var-lr-v0 within 1s|2 of 4 .*DecisionTimeoutError"
+        with pytest.raises(ChangeRejectedError, match=reason):
+            await store.propose("lr", 0.5)
+        assert await store.get("lr") == 0.01
+
+
 async def test_two_changes_racing_for_one_version_cannot_both_pass(nats_url, nc) -> None:
     async with _group(nats_url, nc) as group:
         gate = ByzantineApproval(nc, RegistryKeyDirectory(group.registry))
