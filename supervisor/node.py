@@ -68,7 +68,9 @@ class Node:
         self.started = time.time()
         self._metrics_server: Any = None
         self._service: Any = None
-        self._background: list[asyncio.Task[None]] = []
+        self._background: list[asyncio.Task[None]] = []  # samplers, heartbeat: until the end
+        self._scalers: list[asyncio.Task[None]] = []  # stopped first: no resizing while stopping
+        self._stopping = False
 
     @property
     def nats_url(self) -> str:
@@ -171,7 +173,8 @@ class Node:
             f"{name} {sup.running_count}/{sup.size}" + (" drained" if sup.drained else "")
             for name, sup in self.pools.items()
         ]
-        return "pools: " + (", ".join(parts) or "none")
+        line = "pools: " + (", ".join(parts) or "none")
+        return f"stopping; {line}" if self._stopping else line
 
     async def _heartbeat(self) -> None:
         # Runs on the main loop on purpose: if the loop wedges, the watchdog
@@ -225,9 +228,10 @@ class Node:
             await self._close()
             return EXIT_ESCALATED
         stopped.cancel()
+        self._stopping = True
         self.notifier.stopping("draining pools and stopping")
         self.announce(f"node {self.name}: draining pools and stopping")
-        self._stop_background()
+        self._stop_background(all=False)
         await self.root.stop("node stopping")
         await self._close()
         self.announce(f"node {self.name}: stopped")
@@ -238,13 +242,18 @@ class Node:
             self._background.append(asyncio.create_task(sampler.run(), name=f"sampler {name}"))
         for sup in self.pools.values():
             if sup.pool.max_size:
-                self._background.append(asyncio.create_task(self._autoscaler(sup).run(), name=f"autoscale {sup.pool.name}"))
+                self._scalers.append(asyncio.create_task(self._autoscaler(sup).run(), name=f"autoscale {sup.pool.name}"))
         self._background.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
 
-    def _stop_background(self) -> None:
-        for task in self._background:
-            task.cancel()
-        self._background.clear()
+    def _stop_background(self, *, all: bool = True) -> None:
+        # While the pools drain, the samplers keep enforcing quotas (a task
+        # may still blow up) and the heartbeat keeps systemd's watchdog fed
+        # and STATUS= current; only the autoscalers stop at once.
+        groups = [self._scalers, self._background] if all else [self._scalers]
+        for tasks in groups:
+            for task in tasks:
+                task.cancel()
+            tasks.clear()
 
     async def _disconnect(self) -> None:
         """Publish the last events and close the node's NATS connection."""
