@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench._stats import p50_p99_ms, row  # noqa: E402
 from broker import EmbeddedServer, ServerOptions, connect  # noqa: E402
 from protocols.bft import Message, Participant, Signer, StaticKeyDirectory, digest, new_seed  # noqa: E402
 from protocols.bft import keys as bft_keys  # noqa: E402
@@ -35,21 +35,6 @@ from protocols.bft.messages import PREVOTE  # noqa: E402
 
 SIZES = (4, 7, 10)
 TARGET_N4_P50_MS = 20.0
-
-
-def _ms(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return statistics.median(ordered) * 1000, p99 * 1000
-
-
-def _row(label: str, samples: list[float], baseline: list[float] | None = None) -> str:
-    p50, p99 = _ms(samples)
-    line = f"  {label:<30} p50 {p50:8.2f} ms   p99 {p99:8.2f} ms"
-    if baseline:
-        b50, _ = _ms(baseline)
-        line += f"   baseline p50 {b50:6.2f} ms   ratio {p50 / b50:5.1f}x"
-    return line
 
 
 def _crypto(iterations: int = 2000) -> tuple[float, float]:
@@ -157,12 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         signs, verifies = 3, 1 + 2 * (n - 1)
         crypto_ms = (signs * sign_us + verifies * verify_us) / 1000
         print(f"n = {n} (f = {f}, quorum = {n - f}), {args.decisions} decisions")
-        print(_row("decision, per member", member, base))
-        print(_row("decision, whole group", group, base))
-        print(_row("baseline: 3 all-to-all", base))
+        print(row("decision, per member", member, base, width=30))
+        print(row("decision, whole group", group, base, width=30))
+        print(row("baseline: 3 all-to-all", base, width=30))
         print(f"  signature work per member      {crypto_ms:8.2f} ms  ({signs} signs, {verifies} verifies)"
               f"; x{n} members on one core: {crypto_ms * n:.2f} ms")
-    p50_n4, _ = _ms(results[4][0])
+    p50_n4, _ = p50_p99_ms(results[4][0])
     verdict = "met" if p50_n4 < TARGET_N4_P50_MS else "NOT met"
     print(f"target n = 4 p50 < {TARGET_N4_P50_MS:.0f} ms: {p50_n4:.2f} ms, {verdict}")
     return 0

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench._stats import p50_p99_ms, row  # noqa: E402
 from broker import EmbeddedServer, ServerOptions, connect, jetstream  # noqa: E402
 from protocols.consensus import Voter, propose  # noqa: E402
 from protocols.election import Election  # noqa: E402
@@ -35,21 +35,6 @@ from protocols.lock import Lock  # noqa: E402
 
 SIZES = (5, 25, 100)
 _CONNECTIONS = 8  # voters of the host process share this many connections
-
-
-def _ms(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return statistics.median(ordered) * 1000, p99 * 1000
-
-
-def _row(label: str, samples: list[float], baseline: list[float] | None = None) -> str:
-    p50, p99 = _ms(samples)
-    line = f"  {label:<34} p50 {p50:8.2f} ms   p99 {p99:8.2f} ms"
-    if baseline:
-        b50, _ = _ms(baseline)
-        line += f"   baseline p50 {b50:6.2f} ms   ratio {p50 / b50:5.1f}x"
-    return line
 
 
 async def _voter_host(url: str) -> None:
@@ -115,9 +100,9 @@ async def _consensus(url: str, rounds: int) -> None:
                 if not decision.accepted:
                     raise SystemExit(f"round with {size} participants was {decision.outcome}")
                 bare.append(await _bare_round(nc, size))
-            print(_row(f"{size} participants ({n} rounds)", samples, bare))
+            print(row(f"{size} participants ({n} rounds)", samples, bare, width=34))
             if size == 25:
-                p50, _ = _ms(samples)
+                p50, _ = p50_p99_ms(samples)
                 verdict = "met" if p50 < 10.0 else "NOT met"
                 print(f"  target 25 participants p50 < 10 ms: {verdict} ({p50:.2f} ms)")
         await nc.close()
@@ -143,7 +128,7 @@ async def _lock(url: str, rounds: int) -> None:
             samples.append(elapsed)
             baseline.append(put)
     print("lock (uncontended):")
-    print(_row(f"acquire + release ({rounds} rounds)", samples, baseline))
+    print(row(f"acquire + release ({rounds} rounds)", samples, baseline, width=34))
     await nc.close()
 
 
@@ -166,9 +151,9 @@ async def _failover(url: str, ttl: float, rounds: int) -> None:
         (graceful if i % 2 else crash).append(time.perf_counter() - started)
         await standby.resign()
     print(f"election failover (ttl {ttl:g} s):")
-    p50, p99 = _ms(crash)
-    print(_row(f"leader dies ({len(crash)} rounds)", crash) + f"   p50 = {p50 / 1000 / ttl:.2f} ttl")
-    print(_row(f"leader resigns ({len(graceful)} rounds)", graceful))
+    p50, p99 = p50_p99_ms(crash)
+    print(row(f"leader dies ({len(crash)} rounds)", crash) + f"   p50 = {p50 / 1000 / ttl:.2f} ttl")
+    print(row(f"leader resigns ({len(graceful)} rounds)", graceful, width=34))
     await a_nc.close()
     await b_nc.close()
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench._stats import p50_p99_ms  # noqa: E402
 from broker import EmbeddedServer, ServerOptions, connect  # noqa: E402
 from protocols.market import (  # noqa: E402
     Bid,
@@ -51,19 +51,12 @@ TARGET_MS = 20.0
 ITEMS = [f"i{k}" for k in range(12)]
 
 
-def quantiles(samples: list[float]) -> tuple[float, float]:
-    """p50 and p99 of ``samples`` (seconds), in milliseconds."""
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return statistics.median(ordered) * 1e3, p99 * 1e3
-
-
 def row(label: str, samples: list[float], baseline: list[float] | None = None, unit: str = "ms") -> str:
     scale = 1.0 if unit == "ms" else 1e3
-    p50, p99 = quantiles(samples)
+    p50, p99 = p50_p99_ms(samples)
     text = f"  {label:<44} p50 {p50 * scale:9.3f} {unit}   p99 {p99 * scale:9.3f} {unit}"
     if baseline is not None:
-        b50, b99 = quantiles(baseline)
+        b50, b99 = p50_p99_ms(baseline)
         text += f"   | baseline p50 {b50 * scale:8.3f} p99 {b99 * scale:8.3f}   ratio p50 {p50 / b50:5.1f}x"
     return text
 
@@ -202,7 +195,7 @@ async def main(rounds: int) -> None:
             cnp, bare = await contract_net(server.url, bidders, rounds)
             print(row(f"contract net, {bidders} bidders", cnp, bare))
             if bidders == 10:
-                p50 = quantiles(cnp)[0]
+                p50 = p50_p99_ms(cnp)[0]
                 status = "met" if p50 < TARGET_MS else "MISSED"
                 verdict = f"target p50 < {TARGET_MS:.0f} ms with 10 bidders: {status} ({p50:.2f} ms)"
         print(verdict)

@@ -34,6 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench._stats import quantile  # noqa: E402
 from broker import EmbeddedServer, ServerOptions, connect, jetstream, subjects  # noqa: E402
 from protocols.registry import ChangeKind, Entry, Load, open_registry  # noqa: E402
 
@@ -103,11 +104,6 @@ async def propagation(url: str, nc: Any, probes: int) -> list[float]:
         line = await asyncio.wait_for(proc.stdout.readline(), 60)
     await proc.wait()
     return json.loads(line)
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def main(agents: int, probes: int) -> None:
