@@ -112,6 +112,8 @@ class PoolConfig:
     hard_time_limit: float = 0.0  # worker recycled past this; 0 disables
     max_tasks_per_child: int = 0
     max_age_s: float = 0.0
+    persist_state: bool = True  # ctx.state of handlers taking ctx lives in the agent_state bucket
+    state_window: int = 100  # settled task ids an agent state remembers, besides unsettled ones
     min_size: int = 0  # autoscaling bounds; 0 disables autoscaling
     max_size: int = 0
     dispatch: str = "queue"
@@ -127,6 +129,7 @@ class PoolConfig:
             _positive(f"{p}.{name}", getattr(self, name))
         for name in ("ack_wait", "max_seconds", "shutdown"):
             _positive(f"{p}.{name}", getattr(self, name))
+        _positive(f"{p}.state_window", self.state_window)
         for name in ("batch", "max_restarts", "time_limit", "hard_time_limit",
                      "max_tasks_per_child", "max_age_s", "min_size", "max_size"):
             _positive(f"{p}.{name}", getattr(self, name), allow_zero=True)

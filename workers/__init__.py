@@ -4,6 +4,14 @@
 * :class:`Handler` / :func:`resolve` — loading ``module:callable`` handlers.
 * :class:`TaskContext` — the ``ctx`` a handler receives.
 * :class:`Middleware` — lifecycle hooks around each task.
+* :class:`AgentState` / :class:`StateStore` — persistent ``ctx.state``,
+  applied effectively once (:mod:`workers.state`).
+* :class:`DeadLetters` — tasks whose worker died on every delivery.
+* :class:`AttemptJournal` — how a task's last attempt ended.
+* :class:`InFlight` — heartbeats and leases of the deliveries held.
+* :func:`run_limited`, :class:`SoftTimeLimitExceeded`,
+  :class:`HardTimeLimitExceeded` — per-pool time limits.
+* :class:`RecyclePolicy` — ``max_tasks_per_child``, ``max_age_s``.
 * :func:`worker_main` / :class:`WorkerSpec` — the process entry point.
 * :mod:`workers.exitcodes` — the named exit codes the supervisor acts on.
 * :mod:`workers.examples` — example handlers.
@@ -11,11 +19,21 @@
 
 from workers.consumer import Worker
 from workers.context import TaskContext
-from workers.handler import Handler, HandlerImportError, resolve
+from workers.deadletter import DeadLetters, advisory_subject, delete_task
+from workers.handler import Handler, HandlerImportError, Running, resolve
+from workers.inflight import Delivery, InFlight
+from workers.journal import ATTEMPTS_BUCKET, EXITS_STREAM, AttemptJournal
 from workers.middleware import Middleware, Outcome, Task
 from workers.process import WorkerSpec, worker_main
+from workers.recycle import RecyclePolicy
+from workers.state import AgentState, Applied, TaskAbandoned
+from workers.statestore import StateConflictError, StateStore, StoredState, agent_key
+from workers.timelimits import HardTimeLimitExceeded, SoftTimeLimitExceeded, run_limited
 
 __all__ = [
-    "Handler", "HandlerImportError", "Middleware", "Outcome", "Task", "TaskContext", "Worker",
-    "WorkerSpec", "resolve", "worker_main",
+    "ATTEMPTS_BUCKET", "AgentState", "Applied", "AttemptJournal", "DeadLetters", "Delivery", "EXITS_STREAM",
+    "Handler", "HandlerImportError", "HardTimeLimitExceeded", "InFlight", "Middleware", "Outcome",
+    "RecyclePolicy", "Running", "SoftTimeLimitExceeded", "StateConflictError", "StateStore", "StoredState",
+    "Task", "TaskAbandoned", "TaskContext", "Worker", "WorkerSpec", "advisory_subject", "agent_key",
+    "delete_task", "resolve", "run_limited", "worker_main",
 ]

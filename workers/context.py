@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,8 @@ class TaskContext:
         state: the agent's state, a JSON-able dict owned by the slot.
         log: a logger named after the worker.
         headers: the task's NATS headers.
+        variables: the shared variables, read-only and live: a change agreed
+            anywhere shows here without a restart (:mod:`workers.agent`).
     """
 
     task_id: str
@@ -28,3 +31,4 @@ class TaskContext:
     state: dict[str, Any]
     log: logging.Logger
     headers: dict[str, str] = field(default_factory=dict)
+    variables: Mapping[str, Any] = field(default_factory=dict)

@@ -2,13 +2,20 @@
 
 A handler is ``handler(payload)`` or ``handler(payload, ctx)``, sync or async.
 Sync handlers run on a thread pool so they never block the event loop.
+
+A call can be *interrupted* (soft time limit): an async handler is cancelled,
+so ``CancelledError`` is raised where it awaits; a sync handler gets the
+exception raised asynchronously in its thread, at its next Python
+instruction (a thread blocked inside C code sees it when that call returns).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import importlib
 import inspect
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -65,12 +72,74 @@ class Handler:
         return cls(resolve(spec), threads=threads, spec=spec)
 
     def __call__(self, payload: Any, ctx: Any) -> Awaitable[Any]:
+        return self.start(payload, ctx).future
+
+    def start(self, payload: Any, ctx: Any) -> "Running":
+        """Start the handler; the returned :class:`Running` can be awaited or interrupted."""
         args = (payload, ctx) if self.wants_ctx else (payload,)
         if self.is_async:
-            return self.fn(*args)
+            return Running(asyncio.ensure_future(self.fn(*args)), None)
         assert self._pool is not None
-        return asyncio.get_running_loop().run_in_executor(self._pool, lambda: self.fn(*args))
+        thread = _ThreadCall()
+        future = asyncio.get_running_loop().run_in_executor(self._pool, thread.run, self.fn, args)
+        return Running(future, thread)
 
     def close(self) -> None:
+        """Release the thread pool without waiting: a stuck handler must not block the exit."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=False)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _ThreadCall:
+    """A sync handler call on a pool thread, which can be interrupted."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ident: int | None = None
+        self._injected = False
+
+    def run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        with self._lock:
+            self._ident = threading.get_ident()
+        try:
+            return fn(*args)
+        finally:
+            with self._lock:
+                if self._injected:
+                    # Withdraw an exception not raised yet, so it cannot fire
+                    # in the next handler this thread runs.
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._ident), None)
+                self._ident = None
+
+    def interrupt(self, exc_type: type[BaseException]) -> bool:
+        with self._lock:
+            if self._ident is None or self._injected:
+                return False
+            self._injected = True
+            return ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._ident), ctypes.py_object(exc_type)) == 1
+
+
+class Running:
+    """A handler call in progress.
+
+    Attributes:
+        future: completes with the handler's result or exception.
+    """
+
+    def __init__(self, future: asyncio.Future[Any], thread: _ThreadCall | None) -> None:
+        self.future = future
+        self._thread = thread
+        self.interrupted = False
+
+    @property
+    def in_thread(self) -> bool:
+        """A sync handler on a pool thread (it cannot be cancelled, only interrupted)."""
+        return self._thread is not None
+
+    def interrupt(self, exc_type: type[BaseException]) -> None:
+        """Make the handler stop with ``exc_type`` (async: cancel it instead)."""
+        self.interrupted = True
+        if self._thread is None:
+            self.future.cancel()
+        else:
+            self._thread.interrupt(exc_type)

@@ -15,6 +15,12 @@ TASKS_PROCESSED = Counter("foundation_tasks_processed_total", "Tasks whose resul
 TASKS_FAILED = Counter("foundation_tasks_failed_total", "Handler exceptions (each attempt counts).", ["pool"])
 TASKS_RETRIED = Counter("foundation_tasks_retried_total", "Tasks handed back for redelivery after a failure.", ["pool"])
 TASKS_DEAD = Counter("foundation_tasks_dead_lettered_total", "Tasks sent to the DLQ.", ["pool", "reason"])
+TASKS_DEDUPLICATED = Counter(
+    "foundation_tasks_deduplicated_total", "Redelivered tasks found already applied: not run again.", ["pool"]
+)
+TASKS_ABANDONED = Counter(
+    "foundation_tasks_abandoned_total", "Tasks handed back for redelivery without an outcome.", ["pool"]
+)
 TASK_SECONDS = Histogram(
     "foundation_task_duration_seconds",
     "Handler run time.",
@@ -34,10 +40,14 @@ class MetricsMiddleware(Middleware):
         IN_FLIGHT.labels(task.pool).dec()
         if outcome.handler_seconds is not None:
             TASK_SECONDS.labels(task.pool).observe(outcome.handler_seconds)
-        if outcome.error is not None and outcome.kind != "invalid":
+        if outcome.error is not None and outcome.kind in ("retry", "exhausted"):
             TASKS_FAILED.labels(task.pool).inc()
         if outcome.kind == "ok":
             TASKS_PROCESSED.labels(task.pool).inc()
+        elif outcome.kind == "duplicate":
+            TASKS_DEDUPLICATED.labels(task.pool).inc()
+        elif outcome.kind == "abandoned":
+            TASKS_ABANDONED.labels(task.pool).inc()
         elif outcome.kind == "retry":
             TASKS_RETRIED.labels(task.pool).inc()
         else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-OutcomeKind = Literal["ok", "retry", "exhausted", "invalid"]
+OutcomeKind = Literal["ok", "retry", "exhausted", "invalid", "duplicate", "abandoned"]
 
 
 @dataclass
@@ -30,7 +30,10 @@ class Outcome:
 
     ``ok``: result stored, task acked. ``retry``: nak'ed for redelivery.
     ``exhausted``: dead-lettered after ``max_deliver`` attempts. ``invalid``:
-    dead-lettered at once (bad JSON, oversize body).
+    dead-lettered at once (bad JSON, oversize body). ``duplicate``: the agent
+    had already applied it; its result re-published, acked. ``abandoned``:
+    left for redelivery without running to an outcome (the worker stopped,
+    or its delivery may have moved to another worker).
     """
 
     kind: OutcomeKind

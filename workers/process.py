@@ -10,6 +10,7 @@ and can print why one could not start.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
@@ -19,9 +20,10 @@ from typing import Any, NoReturn
 
 from broker import NatsUnavailableError, connect, die_with_parent
 from config.schema import PoolConfig
-from workers.consumer import Worker
-from workers.exitcodes import EXIT_ERROR, EXIT_HANDLER_IMPORT, EXIT_NATS_UNAVAILABLE, EXIT_OK
+from workers.consumer import STOPPED, Worker
+from workers.exitcodes import EXIT_ERROR, EXIT_HANDLER_IMPORT, EXIT_NATS_UNAVAILABLE, EXIT_OK, EXIT_RECYCLE
 from workers.handler import Handler, HandlerImportError
+from workers.statestore import StateConflictError
 
 READY = b"ready"
 ERROR_PREFIX = b"error:"
@@ -37,6 +39,7 @@ class WorkerSpec:
     node: str
     connect_timeout: float = 5.0
     log_level: int = logging.INFO
+    registry_ttl: float = 10.0  # node.registry_ttl: how long the agent's entry outlives its heartbeats
 
 
 def _report(channel: Any, message: bytes) -> None:
@@ -58,6 +61,7 @@ def worker_main(spec: WorkerSpec, channel: Any) -> NoReturn:
         stream=sys.stderr,
         force=True,
     )
+    faulthandler.enable()  # a segfaulting handler leaves its traceback in the log
     try:
         handler = Handler.load(spec.pool.handler, threads=spec.pool.concurrency)
     except HandlerImportError as exc:
@@ -78,6 +82,7 @@ def worker_main(spec: WorkerSpec, channel: Any) -> NoReturn:
 async def _serve(spec: WorkerSpec, handler: Handler, channel: Any) -> int:
     # Imported here: prometheus_client must see PROMETHEUS_MULTIPROC_DIR, which
     # the supervisor sets before starting the fork server.
+    from workers.agent import AgentStartError, WorkerAgent
     from workers.metrics import MetricsMiddleware
 
     try:
@@ -88,13 +93,27 @@ async def _serve(spec: WorkerSpec, handler: Handler, channel: Any) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    log = logging.getLogger("foundation.worker")
+    agent = WorkerAgent(nc, spec.pool, spec.worker_id, spec.node, handler, registry_ttl=spec.registry_ttl)
     try:
-        worker = Worker(spec.pool, spec.worker_id, nc, handler, middleware=[MetricsMiddleware()])
+        worker = Worker(spec.pool, spec.worker_id, nc, handler, node=spec.node, middleware=[MetricsMiddleware()],
+                        gate=agent.gate, variables=agent.variables)
         await worker.bind()
+        await agent.start(worker, stop)  # registry entry, variables, voters: before "ready"
         _report(channel, READY)
-        await worker.run(stop)
+        reason = await worker.run(stop)
+    except StateConflictError as exc:
+        log.error("%s: %s", spec.worker_id, exc)
+        return EXIT_ERROR
+    except AgentStartError as exc:
+        _report(channel, ERROR_PREFIX + str(exc).encode())
+        return EXIT_ERROR
     finally:
+        await agent.stop()  # unregisters on the way out
         await _close(nc)
+    if reason != STOPPED:
+        log.info("%s: recycling (%s) after %d task(s)", spec.worker_id, reason, worker.recycle.taken)
+        return EXIT_RECYCLE
     return EXIT_OK
 
 

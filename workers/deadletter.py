@@ -1,0 +1,226 @@
+"""Dead-lettering tasks whose deliveries ran out without an outcome.
+
+A task whose handler raises is dead-lettered by the worker itself on its
+last attempt. A task whose *worker dies* on every attempt never reaches
+that code: after ``max_deliver`` deliveries the server stops delivering it,
+leaves it in ``TASKS``, and publishes the advisory
+``$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.TASKS.pool-<pool>``. Every
+worker of the pool listens in one queue group; the one that gets it:
+
+1. reads the task with ``get_msg(TASKS, seq)`` (gone: someone handled it);
+2. if a stateful agent of the pool applied it after all (its state was
+   stored just before the worker died), re-publishes that result;
+3. otherwise stores the body on ``dlq.<pool>`` with the last error known
+   (:mod:`workers.journal`) and ``Foundation-Attempts``, and an ``ok:
+   false`` result;
+4. deletes the task from ``TASKS`` (a work queue: nothing else removes it).
+
+Each step is idempotent (the DLQ and the result deduplicate on the task id,
+deleting twice is harmless), so a crash between steps only repeats them.
+
+Advisories are plain NATS messages: one sent while every worker was
+reconnecting is lost. A **sweep** backs them up, at start and every
+:attr:`DeadLetters.interval` seconds. A message still in ``TASKS`` at or
+below the consumer's ack floor, or delivered while the consumer has nothing
+pending, is one whose deliveries ran out (acknowledged messages leave a work
+queue). Because an ack removes its message a moment after the floor moves,
+a candidate is only handled when a second sweep still finds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from broker import decode, result_body, subjects
+from config.schema import PoolConfig
+from workers.journal import AttemptJournal
+from workers.outcomes import OutcomeStore
+from workers.state import Applied
+from workers.statestore import TRANSIENT
+
+log = logging.getLogger("foundation.worker.deadletter")
+
+ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+SWEEP_BATCH = 100  # candidates examined per sweep
+
+FindApplied = Callable[[str], Awaitable[Applied | None]]
+
+
+def advisory_subject(pool: str) -> str:
+    return f"{ADVISORY}.{subjects.TASKS_STREAM}.{subjects.consumer(pool)}"
+
+
+async def delete_task(js: JetStreamContext, seq: int) -> None:
+    """Remove a task from ``TASKS`` by sequence; already gone is fine."""
+    try:
+        await js.delete_msg(subjects.TASKS_STREAM, seq)
+    except nats.js.errors.NotFoundError:
+        pass
+    except nats.js.errors.APIError as exc:
+        if exc.err_code != 10057:  # 10057: no message with that sequence
+            raise
+
+
+class DeadLetters:
+    """Advisory listener and sweeper of one pool, inside one worker.
+
+    Args:
+        nc, js: the worker's connection.
+        pool: the pool's config.
+        worker_id: the slot id, written into the ``ok: false`` results.
+        outcomes: stores dead letters and results.
+        journal: explains how the last attempt ended.
+        find_applied: looks a task id up in the agent states of the pool
+            (``None`` for a stateless pool).
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        pool: PoolConfig,
+        worker_id: str,
+        outcomes: OutcomeStore,
+        journal: AttemptJournal,
+        find_applied: FindApplied | None = None,
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.pool = pool
+        self.worker_id = worker_id
+        self.outcomes = outcomes
+        self.journal = journal
+        self.find_applied = find_applied
+        self.interval = max(2.0, min(30.0, 2 * pool.ack_wait))
+        self.handled = 0
+        self._suspects: set[int] = set()
+        self._busy: set[int] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sub: Any = None
+
+    async def start(self) -> None:
+        """Listen for advisories (one worker of the pool gets each) and sweep."""
+        self._sub = await self.nc.subscribe(
+            advisory_subject(self.pool.name), queue=f"foundation-dlq-{self.pool.name}", cb=self._on_advisory
+        )
+        self._spawn(self._sweep_loop())
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except nats.errors.Error:
+                pass
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _on_advisory(self, msg: Msg) -> None:
+        try:
+            event = decode(msg.data)
+            seq, deliveries = int(event["stream_seq"]), int(event.get("deliveries") or self.pool.max_deliver)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring a malformed max-deliveries advisory: %s", exc)
+            return
+        self._spawn(self._handle_retrying(seq, deliveries))
+
+    async def _handle_retrying(self, seq: int, deliveries: int) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self.handle(seq, deliveries)
+                return
+            except TRANSIENT as exc:
+                # Leave it for now; the sweep finds it again if this never succeeds.
+                log.warning("dead-lettering task seq %d failed (%s); retrying", seq, type(exc).__name__)
+                if delay > 5:
+                    return
+                await asyncio.sleep(delay)
+                delay *= 2
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except (nats.errors.Error, *TRANSIENT) as exc:
+                log.debug("sweep failed: %s", exc)
+            await asyncio.sleep(self.interval)
+
+    async def sweep(self) -> list[int]:
+        """One sweep; the stream sequences it dead-lettered."""
+        info = await self.js.consumer_info(subjects.TASKS_STREAM, subjects.consumer(self.pool.name))
+        limit = info.delivered.stream_seq if info.num_ack_pending == 0 else info.ack_floor.stream_seq
+        candidates: list[int] = []
+        seq = 1
+        while limit and len(candidates) < SWEEP_BATCH:
+            try:
+                msg = await self.js.get_msg(subjects.TASKS_STREAM, seq=seq, subject=subjects.tasks(self.pool.name), next=True)
+            except nats.js.errors.NotFoundError:
+                break
+            if msg.seq is None or msg.seq > limit:
+                break
+            candidates.append(msg.seq)
+            seq = msg.seq + 1
+        confirmed = [c for c in candidates if c in self._suspects]
+        self._suspects = set(candidates) - set(confirmed)
+        done = []
+        for c in confirmed:
+            if await self.handle(c, self.pool.max_deliver):
+                done.append(c)
+        return done
+
+    async def handle(self, seq: int, deliveries: int) -> bool:
+        """Dead-letter the task at ``seq`` (if still there); whether this call did."""
+        if seq in self._busy:
+            return False
+        self._busy.add(seq)
+        try:
+            return await self._handle(seq, deliveries)
+        finally:
+            self._busy.discard(seq)
+
+    async def _handle(self, seq: int, deliveries: int) -> bool:
+        try:
+            msg = await self.js.get_msg(subjects.TASKS_STREAM, seq=seq)
+        except nats.js.errors.NotFoundError:
+            return False
+        if msg.subject != subjects.tasks(self.pool.name):
+            return False
+        headers = dict(msg.headers or {})
+        task_id = headers.get(subjects.MSG_ID) or subjects.default_task_id(seq)
+        reply_to = headers.get(subjects.REPLY_TO)
+        applied = await self.find_applied(task_id) if self.find_applied is not None else None
+        if applied is not None:
+            # Its effects were stored just before its worker died: it did complete.
+            await applied.stored
+            if applied.result is not None:
+                await self.outcomes.store_result(applied.result, reply_to)
+            await delete_task(self.js, seq)
+            log.warning("task %s ran out of deliveries after it was applied; result re-published", task_id)
+            return True
+        error = await self.journal.last_error(self.pool.name, seq, deliveries)
+        await self.outcomes.dead_letter(msg.data or b"", task_id=task_id, error=error, attempts=deliveries)
+        body = result_body(
+            task_id=task_id, pool=self.pool.name, worker=self.worker_id, attempt=deliveries,
+            duration_ms=0.0, error=error,
+        )
+        await self.outcomes.store_result(body, reply_to)
+        await delete_task(self.js, seq)
+        self.handled += 1
+        log.warning("task %s dead-lettered after %d deliveries: %s", task_id, deliveries, error)
+        return True

@@ -1,0 +1,177 @@
+"""What is known about a task's last attempt, for its dead letter.
+
+A task that kills its worker (segfault, ``os._exit``, the OOM killer or the
+RSS quota) never reports an error: the process is gone. Two records, joined
+when the task is dead-lettered, tell what happened:
+
+* the **attempt journal** (KV bucket ``task_attempts``, key
+  ``<pool>.<stream seq>``): before running a *redelivered* task (attempt 2
+  and later) the worker records which worker, pid and node runs which
+  attempt, and when. First deliveries are not journaled — they are nearly
+  every task, and a task that dies on its first attempt is redelivered (and
+  journaled) before it can exhaust ``max_deliver > 1``. A worker that gives
+  up on a task itself (hard time limit) adds the error it knows.
+* the **exit log**: the supervisor publishes every worker exit (``exit``
+  events: pid, how) and quota breach (``quota`` events) on
+  ``foundation.events.<node>.<kind>``. A stream keeps them (``WORKER_EXITS``,
+  declared here unless another stream already stores those subjects), so
+  the exit of the pid that ran the last attempt can be found later by
+  whoever dead-letters the task.
+
+The result reads like ``worker exited: signal SIGSEGV`` or ``worker exited:
+signal SIGKILL (quota rss 160.2 > 100.0)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.kv import KeyValue
+
+from broker import decode, encode, key_value, subjects
+from workers.statestore import TRANSIENT
+
+log = logging.getLogger("foundation.worker.journal")
+
+ATTEMPTS_BUCKET = "task_attempts"
+ATTEMPTS_TTL = 24 * 3600.0  # far beyond the longest redelivery schedule
+EXITS_STREAM = "WORKER_EXITS"
+EXITS_MAX_AGE = 24 * 3600.0
+
+
+def _exit_subjects(node: str = "*") -> list[str]:
+    return [f"foundation.events.{node}.exit", f"foundation.events.{node}.quota"]
+
+
+class AttemptJournal:
+    """Records attempts of redelivered tasks; explains how the last one ended."""
+
+    def __init__(self, js: JetStreamContext, kv: KeyValue, exits_stream: str | None) -> None:
+        self.js = js
+        self.kv = kv
+        self.exits_stream = exits_stream
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> "AttemptJournal":
+        """Open the journal bucket and find (or declare) the exit log."""
+        kv = await key_value(js, ATTEMPTS_BUCKET, ttl=ATTEMPTS_TTL)
+        return cls(js, kv, await _exit_log(js))
+
+    @staticmethod
+    def key(pool: str, seq: int) -> str:
+        return f"{subjects.token(pool, 'pool name')}.{seq}"
+
+    async def started(self, pool: str, seq: int, **record: Any) -> None:
+        """Record that an attempt starts now (task_id, attempt, worker, node, pid).
+
+        Best effort, three tries: a task must not wait on its own journal
+        entry, which only serves to explain a death.
+        """
+        data = encode({**record, "started": time.time()})
+        for delay in (0.05, 0.2, 0.0):
+            try:
+                await self.kv.put(self.key(pool, seq), data)
+                return
+            except TRANSIENT as exc:
+                log.debug("journal entry for %s.%s not stored: %s", pool, seq, exc)
+                await asyncio.sleep(delay)
+
+    async def failed(self, pool: str, seq: int, error: str, **record: Any) -> None:
+        """Record the error an attempt ended with (when the worker knows it)."""
+        try:
+            await self.kv.put(self.key(pool, seq), encode({**record, "error": error, "started": time.time()}))
+        except TRANSIENT as exc:
+            log.debug("journal error for %s.%s not stored: %s", pool, seq, exc)
+
+    async def last(self, pool: str, seq: int) -> dict[str, Any] | None:
+        """The journal entry of the last recorded attempt, if any."""
+        try:
+            entry = await self.kv.get(self.key(pool, seq))
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return decode(entry.value) if entry.value else None
+
+    async def last_error(self, pool: str, seq: int, attempts: int) -> str:
+        """One line: how the last attempt of the task ended, as far as known."""
+        entry = await self.last(pool, seq)
+        if entry is None:
+            return f"no attempt of {attempts} finished and none was journaled (max_deliver 1, or NATS was away)"
+        if entry.get("error"):
+            return str(entry["error"])
+        where = f"attempt {entry.get('attempt')} on {entry.get('worker')} (pid {entry.get('pid')}, node {entry.get('node')})"
+        how = await self.exit_of(str(entry.get("node")), int(entry.get("pid") or 0), float(entry.get("started") or 0))
+        if how is None:
+            return f"worker stopped answering during {where}; its exit was not recorded"
+        return f"worker exited: {how} during {where}"
+
+    async def exit_of(self, node: str, pid: int, since: float, timeout: float = 2.0) -> str | None:
+        """How process ``pid`` of ``node`` ended, from the exit log (``None``: unknown)."""
+        if self.exits_stream is None or not pid:
+            return None
+        how: str | None = None
+        quota = ""
+        start = datetime.datetime.fromtimestamp(max(0.0, since - 1.0), tz=datetime.timezone.utc)
+        try:
+            sub = await self.js.subscribe(
+                f"foundation.events.{subjects.token(node, 'node name')}.*",
+                stream=self.exits_stream,
+                ordered_consumer=True,
+                config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start),
+            )
+        except (nats.js.errors.Error, *TRANSIENT) as exc:
+            log.debug("exit log not readable: %s", exc)
+            return None
+        try:
+            if (await sub.consumer_info()).num_pending == 0:
+                return None
+            while how is None:
+                msg = await sub.next_msg(timeout=timeout)
+                event = decode(msg.data)
+                if event.get("pid") == pid:
+                    if event.get("kind") == "exit":
+                        how = str(event.get("how") or f"exit code {event.get('code')}")
+                    elif event.get("kind") == "quota":
+                        quota = f" (quota {event.get('quota')} {event.get('value')} > {event.get('limit')})"
+                if msg.metadata.num_pending == 0:
+                    break
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            pass
+        finally:
+            try:
+                await sub.unsubscribe()
+            except nats.errors.Error:
+                pass
+        return how + quota if how else None
+
+
+async def _exit_log(js: JetStreamContext) -> str | None:
+    """The stream holding exit events: an existing one, or ``WORKER_EXITS``."""
+    probe = "foundation.events.probe.exit"
+    try:
+        return await js.find_stream_name_by_subject(probe)
+    except nats.js.errors.NotFoundError:
+        pass
+    config = StreamConfig(
+        name=EXITS_STREAM,
+        subjects=_exit_subjects(),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=EXITS_MAX_AGE,
+        max_msgs=100_000,
+        discard=DiscardPolicy.OLD,
+    )
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError as exc:
+        if exc.err_code != 10058:  # 10058: created meanwhile by another worker
+            log.warning("exit log stream not declared (%s); deaths will be reported without their exit status", exc.description)
+            return None
+    return EXITS_STREAM

@@ -1,0 +1,128 @@
+"""Where agent states live: one key per agent in the ``agent_state`` KV bucket.
+
+The key of an agent is ``<node>.<slot>`` (``local.echo.0``): a slot number is
+only unique within a node, and two processes writing one key would be a
+conflict, not a state. A value is one JSON document::
+
+    {"v": 1, "state": {...},          # what the handler sees as ctx.state
+     "applied": ["t-1", "t-2", ...],  # task ids applied to it, oldest first
+     "outbox": {"t-2": {"seq": 17, "result": {...}}}}  # applied, not yet settled
+
+Every write is a compare-and-set on the key's revision, so a write that was
+not based on the latest value fails instead of overwriting it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from broker import decode, key_value, subjects
+from config.errors import WorkerError
+
+VERSION = 1
+
+
+class StateConflictError(WorkerError):
+    """An agent's state key was written by someone else.
+
+    Two processes act as the same agent (two nodes with one node name?), or
+    the bucket was edited by hand. The worker stops rather than overwrite.
+    """
+
+
+@dataclass
+class StoredState:
+    """One agent's stored value and its revision (0: never written)."""
+
+    state: dict[str, Any] = field(default_factory=dict)
+    applied: list[str] = field(default_factory=list)
+    outbox: dict[str, dict[str, Any]] = field(default_factory=dict)
+    revision: int = 0
+    raw: bytes = b""
+
+    @classmethod
+    def parse(cls, raw: bytes, revision: int) -> "StoredState":
+        doc = decode(raw) if raw else {}
+        if not isinstance(doc, dict):
+            raise WorkerError(f"agent state value is not a JSON object (revision {revision})")
+        return cls(
+            state=dict(doc.get("state") or {}),
+            applied=list(doc.get("applied") or []),
+            outbox=dict(doc.get("outbox") or {}),
+            revision=revision,
+            raw=raw,
+        )
+
+
+def agent_key(node: str, slot: str) -> str:
+    """The KV key of the agent in ``slot`` on ``node``."""
+    return f"{subjects.token(node, 'node name')}.{slot}"
+
+
+class StateStore:
+    """Reads and compare-and-set writes of agent states.
+
+    Transient NATS errors (timeouts, reconnecting) propagate unchanged: the
+    caller decides whether to retry, because a timed-out write may or may not
+    have been stored.
+    """
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> "StateStore":
+        """Open (creating if needed) the ``agent_state`` bucket."""
+        return cls(await key_value(js, subjects.AGENT_STATE_BUCKET))
+
+    async def load(self, key: str) -> StoredState:
+        """The stored state of ``key``; an empty one at revision 0 if none."""
+        try:
+            entry = await self.kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return StoredState()
+        return StoredState.parse(entry.value or b"", entry.revision or 0)
+
+    async def write(self, key: str, data: bytes, revision: int) -> int:
+        """Store ``data`` if the key is still at ``revision``; the new revision.
+
+        Raises:
+            StateConflictError: the key is at another revision.
+        """
+        try:
+            if revision == 0:
+                return await self.kv.create(key, data)
+            return await self.kv.update(key, data, last=revision)
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise StateConflictError(f"agent state {key} is no longer at revision {revision}") from exc
+
+    async def peers(self, pool: str, timeout: float = 5.0) -> dict[str, StoredState]:
+        """The stored states of every agent of ``pool``, on any node, by key."""
+        out: dict[str, StoredState] = {}
+        watcher = await self.kv.watch(f"*.{subjects.token(pool, 'pool name')}.*", ignore_deletes=True)
+        try:
+            while True:
+                entry = await watcher.updates(timeout=timeout)
+                if entry is None:  # caught up with the values stored now
+                    return out
+                out[entry.key] = StoredState.parse(entry.value or b"", entry.revision or 0)
+        finally:
+            await watcher.stop()
+
+
+TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.NoStreamResponseError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    asyncio.TimeoutError,
+)
+"""Errors after which a NATS call may succeed if retried once NATS is back."""
