@@ -144,7 +144,9 @@ async def test_a_runaway_allocation_is_killed_mid_task_and_redelivered(tmp_path:
             assert gone["signal"] == "SIGKILL" and "quota rss" in gone["how"]
             # Its task is redelivered to the replacement and succeeds: lost = 0.
             got = await results.wait_for({"runaway"}, timeout=30)
-        assert got["runaway"]["ok"] and got["runaway"]["result"] == {"attempt": 2}
+        # The handler returns only on a redelivery: an ok result means the
+        # first attempt was stopped and the task still came through.
+        assert got["runaway"]["ok"] and got["runaway"]["result"]["attempt"] >= 2
         assert (await events.wait("restart", child="b.0"))["cause"] == "signal"
     finally:
         assert node.stop() == 0
