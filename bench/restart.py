@@ -142,7 +142,7 @@ async def main(kills: int, baseline_runs: int) -> None:
     logging.basicConfig(level=logging.ERROR)
     cfg = PoolConfig(name=POOL, handler=HANDLER, size=1, ack_wait=2, max_restarts=kills * 2 + 10, max_seconds=3600)
     # As ``foundation up`` does: the worker code and the handler preloaded.
-    start_fork_server(["workers.process", "workers.metrics", *handler_modules([HANDLER])])
+    start_fork_server(["workers.process", "workers.metrics", "workers.agent", *handler_modules([HANDLER])])
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedServer(ServerOptions(store_dir=Path(tmp) / "nats"))
         server.start()

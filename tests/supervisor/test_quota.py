@@ -175,3 +175,29 @@ async def test_sustained_cpu_recycles_after_the_task_in_hand(tmp_path: Path, nat
         assert (await events.wait("restart", child="c.0"))["cause"] == "quota"
     finally:
         assert node.stop() == 0
+
+
+async def test_task_count_quota_recycles_without_counting_and_loses_nothing(tmp_path: Path, nats_url: str, nc) -> None:
+    events = await EventLog.open(nc)
+    cfg = write_config(
+        tmp_path / "f.toml",
+        nats_url=nats_url,
+        # max_restarts = 0: a single counted restart would escalate the pool.
+        pools={"t": {"handler": "workers.examples:echo", "size": 1, "max_tasks_per_child": 5, "max_restarts": 0}},
+    )
+    node = NodeProcess(cfg).wait_up()
+    js = jetstream(nc)
+    try:
+        ids = {f"n{i}" for i in range(20)}
+        async with collect_results(js, "t") as results:
+            await asyncio.gather(*(publish_task(js, "t", {"i": t}, task_id=t) for t in ids))
+            got = await results.wait_for(ids, timeout=60)
+        assert all(r["ok"] and r["attempt"] == 1 for r in got.values())
+        # Five tasks per process: 20 tasks, four processes asked to be replaced.
+        await events.wait("restart", count=4, child="t.0", cause="recycle")
+        exits = events.of("exit", child="t.0")
+        assert [(e["code"], e["restart"]) for e in exits] == [(100, True)] * 4
+        assert len({e["pid"] for e in exits}) == 4
+        assert not events.of("escalate") and node.proc.poll() is None
+    finally:
+        assert node.stop() == 0
