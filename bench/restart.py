@@ -75,7 +75,8 @@ async def _baseline(url: str, cfg: PoolConfig, runs: int) -> list[float]:
         async with collect_results(js, POOL) as results:
             for i in range(runs):
                 reader, writer = spawn.Pipe(duplex=False)
-                proc = spawn.Process(target=worker_main, args=(WorkerSpec(cfg, f"{POOL}.spawned", url, "bench", log_level=logging.WARNING), writer))
+                spec = WorkerSpec(cfg, f"{POOL}.spawned", url, "bench", log_level=logging.WARNING)
+                proc = spawn.Process(target=worker_main, args=(spec, writer))
                 t0 = time.perf_counter()
                 proc.start()
                 await publish_task(js, POOL, {"i": i}, task_id=f"spawn-{i}")

@@ -103,7 +103,7 @@ class NodeControl:
     async def drain(self, args: dict[str, Any]) -> dict[str, Any]:
         pools = self._pools(args)
         results = await asyncio.gather(*(p.drain("drain requested") for p in pools))
-        return {"drained": {p.pool.name: {slot: info.describe() for slot, info in r.items()} for p, r in zip(pools, results)}}
+        return {"drained": {p.pool.name: {slot: info.describe() for slot, info in r.items()} for p, r in zip(pools, results, strict=True)}}
 
     async def resume(self, args: dict[str, Any]) -> dict[str, Any]:
         resumed = {}

@@ -57,8 +57,3 @@ class NatsServerChild(ProcessChild):
         if self.before_stop is not None and self.running:
             await self.before_stop()
         return await super().stop(reason)
-
-    async def stop(self, reason: str = "stopped") -> ExitInfo:
-        if self.running and self.before_stop is not None:
-            await self.before_stop()
-        return await super().stop(reason)

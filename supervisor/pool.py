@@ -125,7 +125,7 @@ class PoolSupervisor(Supervisor):
                 going = by_number[: self.size - size]
                 # Drained all at once: removing n workers takes one shutdown, not n.
                 infos = await asyncio.gather(*(self._stop_child(c, "scaled down") for c in going))
-                for child, info in zip(going, infos):
+                for child, info in zip(going, infos, strict=True):
                     self.children.remove(child)
                     removed[child.id] = info
         return removed
@@ -146,7 +146,7 @@ class PoolSupervisor(Supervisor):
             running = [c for c in self.workers if c.running]
             infos = await asyncio.gather(*(self._stop_child(c, reason) for c in running))
         self.on_event("drain", {"supervisor": self.id, "pool": self.pool.name, "workers": [c.id for c in running]})
-        return {c.id: info for c, info in zip(running, infos)}
+        return {c.id: info for c, info in zip(running, infos, strict=True)}
 
     async def resume(self) -> list[str]:
         """Start the workers of a drained pool again, in slot order; their ids."""

@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from pathlib import Path
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from supervisor.cli.common import add_config_option, load

@@ -8,7 +8,7 @@ import pytest
 
 from broker import collect_results, declare_pool_consumer, declare_streams, jetstream, publish_task, subjects
 from config.schema import NatsConfig, PoolConfig
-from supervisor.autoscale import Autoscaler, AutoscalePolicy
+from supervisor.autoscale import AutoscalePolicy, Autoscaler
 from supervisor.pool import PoolSupervisor
 from workers.process import WorkerSpec
 

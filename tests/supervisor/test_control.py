@@ -10,7 +10,7 @@ import pytest
 
 from broker import collect_results, decode, jetstream, publish_task, subjects
 from supervisor.control import ControlError, request
-from tests.nodeproc import FOUNDATION, NodeProcess, REPO, write_config
+from tests.nodeproc import FOUNDATION, REPO, NodeProcess, write_config
 from tests.supervisor.helpers import EventLog, worker_pids
 
 pytestmark = pytest.mark.timeout(120)
@@ -121,7 +121,8 @@ async def test_drain_stops_fetching_finishes_in_flight_and_resume_restarts(tmp_p
             assert drained.returncode == 0, drained.stderr
             # The reply comes once both workers drained: the tasks they held
             # are done, nothing is in flight on this node.
-            assert decode(drained.stdout.encode()) == {"drained": {"p": {"p.0": "exit 0 (ok): drain requested", "p.1": "exit 0 (ok): drain requested"}}}
+            both = {"p.0": "exit 0 (ok): drain requested", "p.1": "exit 0 (ok): drain requested"}
+            assert decode(drained.stdout.encode()) == {"drained": {"p": both}}
             info = await js.consumer_info(subjects.TASKS_STREAM, subjects.consumer("p"))
             assert info.num_ack_pending == 0
             done = {t for t in first if t in results.results}

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from broker import collect_results, jetstream, publish_task
+from broker import collect_results, jetstream, publish_task, subjects
 from tests.nodeproc import NodeProcess, write_config
-from broker import subjects
 from tests.supervisor.helpers import EventLog, eventually
 
 pytestmark = pytest.mark.timeout(120)

@@ -103,7 +103,8 @@ async def test_rss_and_fd_quotas_recycle_gracefully_and_lose_nothing(tmp_path: P
         assert all(got_mem[t]["ok"] for t in mem_ids) and all(got_fds[t]["ok"] for t in fds_ids)
         for pool, kind in (("mem", "rss"), ("fds", "fds")):
             breach = await events.wait("quota", pool=pool)
-            assert (breach["child"], breach["quota"], breach["action"]) == (f"{pool}.0", kind, "recycle"), [(e["value"], e["action"], e["pid"]) for e in events.of("quota")]
+            seen = [(e["value"], e["action"], e["pid"]) for e in events.of("quota")]
+            assert (breach["child"], breach["quota"], breach["action"]) == (f"{pool}.0", kind, "recycle"), seen
             assert breach["value"] > breach["limit"]
             # Drained (exit 0, not killed), replaced, not counted: max_restarts
             # is 0, so a counted restart would have escalated the pool.
