@@ -12,11 +12,18 @@ run), and every forked child then finds it already in place.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from multiprocess import process, spawn
 
+from broker import die_with_parent
+
 MAIN_ENV = "FOUNDATION_FORK_MAIN"  # set by supervisor.forkserver
+
+# First thing, before the (possibly slow) import below: the fork server must
+# not outlive a supervisor killed meanwhile. (workers.preload does it again.)
+die_with_parent()
 
 _path = os.environ.get(MAIN_ENV)
 if _path:
@@ -25,5 +32,7 @@ if _path:
     process.current_process()._inheriting = True
     try:
         spawn.import_main_path(_path)
+    except Exception:  # noqa: BLE001 - the fork server must survive; each child then runs it itself
+        logging.getLogger("foundation.forkserver").exception("preloading %s failed", _path)
     finally:
         del process.current_process()._inheriting
