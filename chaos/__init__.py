@@ -1,0 +1,23 @@
+"""Chaos runs and the history checker: nothing acknowledged may be lost.
+
+* :class:`Workload` — publishes unique task ids, records each outcome
+  (:class:`History`, :class:`PublishRecord`: acked, failed, unknown).
+* :func:`check` — lost, unexpected, duplicates processed and stored, from a
+  history and an :class:`Observation` (:func:`observe` reads one).
+* :func:`kill_workers` — the ``kill -9`` scenario behind
+  ``foundation chaos kill-workers``; :class:`ChaosNode` runs a node for it.
+* :mod:`chaos.handlers` — handlers that count their effects in ``ctx.state``.
+"""
+
+from chaos.checker import Observation, Report, check
+from chaos.history import ACKED, FAILED, UNKNOWN, History, PublishRecord
+from chaos.kill_workers import KillWorkersResult, ScenarioError, kill_workers, worker_pids
+from chaos.node import ChaosNode, NodeFailedError, node_config
+from chaos.observe import observe
+from chaos.workload import Workload, classify
+
+__all__ = [
+    "ACKED", "ChaosNode", "FAILED", "History", "KillWorkersResult", "NodeFailedError", "Observation",
+    "PublishRecord", "Report", "ScenarioError", "UNKNOWN", "Workload", "check", "classify", "kill_workers",
+    "node_config", "observe", "worker_pids",
+]

@@ -31,6 +31,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -51,6 +52,12 @@ from workers.timelimits import HardTimeLimitExceeded, run_limited
 log = logging.getLogger("foundation.worker")
 
 STOPPED = "stopped"
+
+
+def _done() -> asyncio.Future[None]:
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
 
 
 class Worker:
@@ -366,6 +373,11 @@ class Worker:
             own = seen is not None
             if seen is None and task.attempt > 1:
                 seen = await self._peer_applied(task.task_id)
+                if seen is None and not await self._still_queued(task.stream_seq):
+                    # Settled by an agent that has forgotten it since (its
+                    # window moved on): the message left the stream after
+                    # its result was stored. Nothing left to do.
+                    seen = Applied(task.task_id, None, _done())
             if seen is not None:
                 agent.lock.release()
                 release = False
@@ -381,6 +393,9 @@ class Worker:
             except Exception as exc:
                 agent.rollback()
                 failure = exc
+            except BaseException:  # cancelled mid-handler: its effects must not stay
+                agent.rollback()
+                raise
             seconds = time.perf_counter() - t0
             if failure is None:
                 if not d.lease_valid():
@@ -429,14 +444,24 @@ class Worker:
             self.agent.settle(d.task.task_id)
 
     async def _peer_applied(self, task_id: str) -> Applied | None:
-        """Whether another agent of the pool applied this (redelivered) task."""
+        """Whether another agent of the pool applied this (redelivered) task.
+
+        Read *before* :meth:`_still_queued`: an agent forgets a task only after
+        its message left the stream, so a task missing from every applied list
+        whose message is still queued has not been applied anywhere.
+        """
         assert self.store is not None and self.agent is not None
         for key, stored in (await self.store.peers(self.pool.name)).items():
             if key != self.agent.key and task_id in stored.applied:
-                done = asyncio.get_running_loop().create_future()
-                done.set_result(None)
-                return Applied(task_id, (stored.outbox.get(task_id) or {}).get("result"), done)
+                return Applied(task_id, (stored.outbox.get(task_id) or {}).get("result"), _done())
         return None
+
+    async def _still_queued(self, seq: int) -> bool:
+        try:
+            await self.js.get_msg(subjects.TASKS_STREAM, seq=seq)
+        except nats.js.errors.NotFoundError:
+            return False
+        return True
 
     async def _find_applied(self, task_id: str) -> Applied | None:
         assert self.agent is not None

@@ -51,6 +51,7 @@ log = logging.getLogger("foundation.worker.deadletter")
 
 ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 SWEEP_BATCH = 100  # candidates examined per sweep
+_GONE = (10037, 10043, 10057)  # no message found / sequence not found / no message with that sequence
 
 FindApplied = Callable[[str], Awaitable[Applied | None]]
 
@@ -66,7 +67,7 @@ async def delete_task(js: JetStreamContext, seq: int) -> None:
     except nats.js.errors.NotFoundError:
         pass
     except nats.js.errors.APIError as exc:
-        if exc.err_code != 10057:  # 10057: no message with that sequence
+        if exc.err_code not in _GONE:
             raise
 
 

@@ -113,6 +113,7 @@ class AgentState:
         self._settled_since_write: set[str] = set()
         self._ambiguous: list[tuple[bytes, int]] = []  # writes that timed out: (data, last record number)
         self._wake = asyncio.Event()
+        self._recorded = asyncio.Event()
         self._closing = False
         self._wedged = False
         self._committer: asyncio.Task[None] | None = None
@@ -193,6 +194,7 @@ class AgentState:
         self._records.append(_Record(self._number, task_id, lease, future))
         self._futures[task_id] = future
         self._wake.set()
+        self._recorded.set()
         return future
 
     def settle(self, task_id: str) -> None:
@@ -230,8 +232,13 @@ class AgentState:
                 await self._wake.wait()
                 self._wake.clear()
                 if not self._records and self._settled_since_write and not self._closing:
-                    # Only settlements: let more of them gather into one write.
-                    await asyncio.sleep(SETTLE_DELAY)
+                    # Only settlements: let more gather into one write, unless
+                    # a record (which must not wait) arrives first.
+                    self._recorded.clear()
+                    try:
+                        await asyncio.wait_for(self._recorded.wait(), SETTLE_DELAY)
+                    except asyncio.TimeoutError:
+                        pass
                     self._wake.clear()
                 await self._commit()
                 if self._closing and not self._records and not self._settled_since_write:

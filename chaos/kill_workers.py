@@ -1,0 +1,150 @@
+"""Scenario ``kill-workers``: ``kill -9`` random workers while tasks flow.
+
+1. Open a result collector, then publish ``tasks`` tasks (unique ids, every
+   publish outcome recorded) to a pool whose handler counts, per agent, the
+   tasks it applied (:mod:`chaos.handlers`).
+2. Meanwhile, each time another ``tasks / (kills + 1)`` results have come
+   in, SIGKILL one running worker of the pool chosen at random (pids from
+   the node's control service), and wait until its slot runs again.
+3. Once the workload is published and every kill made, wait until each
+   acked task has a result (dead-lettered tasks get one too): the *time to
+   drain* runs from that moment.
+4. Read the results, dead letters and per-agent counts; run the checker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker import collect_results, connect, jetstream
+from chaos.checker import Report, check
+from chaos.history import ACKED
+from chaos.observe import observe
+from chaos.workload import Workload
+from config.errors import FoundationError
+from supervisor.control import request
+
+
+class ScenarioError(FoundationError):
+    """The scenario could not run to its end (the node went away, no outcome in time)."""
+
+
+@dataclass
+class KillWorkersResult:
+    """What a run did and what the checker found."""
+
+    report: Report
+    tasks: int
+    kills: int
+    publish_s: float
+    drain_s: float
+    killed: list[str] = field(default_factory=list)  # slot ids, in kill order
+
+    def lines(self) -> list[str]:
+        return [
+            f"scenario kill-workers: {self.tasks} tasks, {self.kills} kills (kill -9 of {', '.join(sorted(set(self.killed))) or 'none'})",
+            f"publish time: {self.publish_s:.2f}s; time to drain: {self.drain_s:.2f}s",
+            *self.report.lines(),
+        ]
+
+
+async def worker_pids(nc: Any, node: str, pool: str, attempts: int = 5) -> dict[str, int]:
+    """Running workers of ``pool`` on ``node``: slot id -> pid."""
+    for attempt in range(attempts):
+        try:
+            status = await request(nc, node, "status")
+            break
+        except FoundationError as exc:  # a status request can fail under load; ask again
+            if attempt == attempts - 1:
+                raise ScenarioError(f"node {node} does not answer status requests: {exc}") from exc
+            await asyncio.sleep(0.1)
+    return {w["id"]: w["pid"] for w in status["pools"][pool]["workers"] if w.get("pid") and w.get("running", True)}
+
+
+async def _respawned(nc: Any, node: str, pool: str, slot: str, old_pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = (await worker_pids(nc, node, pool)).get(slot)
+        if pid not in (None, old_pid):
+            return
+        # Polling the control service: a respawn publishes no event we could await here.
+        await asyncio.sleep(0.05)
+    raise ScenarioError(f"slot {slot} did not come back within {timeout:g}s after kill -9")
+
+
+async def kill_workers(
+    url: str,
+    node: str,
+    pool: str,
+    *,
+    tasks: int,
+    kills: int,
+    work_ms: float = 0.0,
+    seed: int | None = None,
+    drain_timeout: float = 300.0,
+    is_alive: Any = None,
+) -> KillWorkersResult:
+    """Run the scenario against ``pool`` of a running ``node`` reachable at ``url``.
+
+    Args:
+        tasks: tasks to publish.
+        kills: workers to ``kill -9`` during the run (spread over it).
+        work_ms: simulated work per task, passed in the payload.
+        seed: for the choice of victims.
+        drain_timeout: seconds to wait for the last outcomes.
+        is_alive: returns False if the node died (the run stops early).
+
+    Raises:
+        ScenarioError: the node went away, or outcomes did not arrive in time.
+    """
+    rng = random.Random(seed)
+    nc = await connect(url, name="chaos kill-workers")
+    js = jetstream(nc, timeout=10)
+    killed: list[str] = []
+    try:
+        workload = Workload(js, pool, tasks, payload=lambda i: {"i": i, "work_ms": work_ms})
+        async with collect_results(js, pool) as results:
+
+            async def killer() -> None:
+                step = max(1, tasks // (kills + 1))
+                for k in range(kills):
+                    await results.wait_for((k + 1) * step, timeout=drain_timeout)
+                    while True:
+                        pids = await worker_pids(nc, node, pool)
+                        if not pids:
+                            raise ScenarioError(f"no running worker in pool {pool} to kill")
+                        slot = rng.choice(sorted(pids))
+                        try:
+                            os.kill(pids[slot], signal.SIGKILL)
+                            break
+                        except ProcessLookupError:  # it exited since the status reply; pick again
+                            continue
+                    killed.append(slot)
+                    await _respawned(nc, node, pool, slot, pids[slot], timeout=60)
+
+            kill_task = asyncio.create_task(killer())
+            history = await workload.run()
+            await kill_task
+            drain_from = time.monotonic()
+            acked = history.ids(ACKED)
+            try:
+                await results.wait_for(acked, timeout=drain_timeout)
+            except (asyncio.TimeoutError, TimeoutError):
+                missing = len(acked - set(results.results))
+                raise ScenarioError(f"{missing} acked task(s) still without an outcome after {drain_timeout:g}s") from None
+            drain_s = time.monotonic() - drain_from
+        if is_alive is not None and not is_alive():
+            raise ScenarioError("the node exited during the run")
+        report = check(history, await observe(js, pool))
+        return KillWorkersResult(
+            report=report, tasks=tasks, kills=len(killed), publish_s=workload.finished - workload.started,
+            drain_s=drain_s, killed=killed,
+        )
+    finally:
+        await nc.close()

@@ -1,0 +1,60 @@
+"""``foundation chaos kill-workers``: a chaos scenario and its checked report.
+
+By default it starts a throwaway node of its own (embedded NATS, one pool of
+``--workers`` workers running :func:`chaos.handlers.count`), runs the
+scenario, prints the report and stops the node. With ``--config`` it runs
+against that (running) node's ``--pool`` instead; that pool's handler
+should be ``chaos.handlers:count`` for duplicate effects to be counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from supervisor.cli.common import add_client_options, client_url, load
+
+EXIT_INVALID = 1
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("chaos", help="run a chaos scenario and check that nothing acknowledged was lost")
+    scenarios = p.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
+    k = scenarios.add_parser("kill-workers", help="kill -9 random workers while tasks flow; print the checker's report")
+    k.add_argument("--tasks", type=int, default=10_000, help="tasks to publish (default 10000)")
+    k.add_argument("--kills", type=int, default=20, help="workers to kill -9 during the run (default 20)")
+    k.add_argument("--workers", type=int, default=4, help="pool size of the node started for the run (default 4)")
+    k.add_argument("--concurrency", type=int, default=8, help="in-flight tasks per worker (default 8)")
+    k.add_argument("--ack-wait", type=float, default=2.0, help="the pool's ack_wait in seconds (default 2)")
+    k.add_argument("--work-ms", type=float, default=0.0, help="simulated work per task, milliseconds")
+    k.add_argument("--seed", type=int, help="seed for the choice of victims")
+    k.add_argument("--pool", default="chaos", help="the pool (default chaos)")
+    k.add_argument("--node", help="with --config: the node to ask for worker pids (default: its node name)")
+    k.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the last outcomes")
+    add_client_options(k)
+    k.set_defaults(func=run_kill_workers)
+
+
+def run_kill_workers(args: argparse.Namespace) -> int:
+    # chaos sits above supervisor in the import order: imported on use only.
+    from chaos.kill_workers import kill_workers
+    from chaos.node import ChaosNode
+
+    if args.tasks < 1 or args.kills < 0:
+        raise SystemExit("foundation chaos: --tasks must be >= 1 and --kills >= 0")
+    scenario = dict(tasks=args.tasks, kills=args.kills, work_ms=args.work_ms, seed=args.seed, drain_timeout=args.timeout)
+    if args.config:
+        cfg = load(args)
+        result = asyncio.run(kill_workers(client_url(args, cfg), args.node or cfg.node.name, args.pool, **scenario))
+    else:
+        pool = {
+            "handler": "chaos.handlers:count", "size": args.workers, "concurrency": args.concurrency,
+            "ack_wait": args.ack_wait, "max_restarts": 10_000, "max_seconds": 10, "shutdown": 10,
+        }
+        with ChaosNode(args.pool, pool) as node:
+            print(f"node {node.name} up ({args.workers} workers, nats {node.url}); running kill-workers", flush=True)
+            result = asyncio.run(kill_workers(node.url, node.name, args.pool, is_alive=lambda: node.alive, **scenario))
+    for line in result.lines():
+        print(line)
+    return 0 if result.report.valid else EXIT_INVALID
