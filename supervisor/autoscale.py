@@ -16,6 +16,10 @@ Hysteresis, so a pool does not flap:
 
 A pool scaled to zero (``min_size = 0``) has no capacity: any waiting task
 counts as an overload, so the first tasks bring it back.
+
+The consumer is shared by every node running the pool, so each node sees the
+whole backlog against its own capacity: several autoscaling nodes grow
+together (each up to its ``max_size``) and shrink together once idle.
 """
 
 from __future__ import annotations
