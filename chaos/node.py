@@ -105,6 +105,19 @@ class ChaosNode:
             if line == "":
                 raise NodeFailedError(f"the node exited ({self.proc.wait() if self.proc else '?'}) before {contains!r}:\n" + "".join(self.output[-30:]))
 
+    def nats_server_pid(self) -> int:
+        """Pid of the node's embedded nats-server (a descendant of the node process)."""
+        import psutil
+
+        assert self.proc is not None
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
+            try:
+                if child.name() == "nats-server":
+                    return child.pid
+            except psutil.NoSuchProcess:
+                continue
+        raise NodeFailedError("the node runs no embedded nats-server")
+
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

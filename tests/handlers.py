@@ -61,3 +61,59 @@ def spin(payload: dict[str, Any]) -> dict[str, Any]:
     while time.perf_counter() < end:
         n += 1
     return {"spins": n}
+
+
+def poison(payload: dict[str, Any]) -> dict[str, Any]:
+    """Kills its own worker on request: ``segfault``, ``exit`` (os._exit), or
+    ``hog`` (allocates ~10 MB every 10 ms until the RSS quota kills it)."""
+    if payload.get("segfault"):
+        import ctypes
+
+        ctypes.string_at(0)  # reads address 0: SIGSEGV
+    if payload.get("exit"):
+        os._exit(13)
+    if payload.get("hog"):
+        hoard = []
+        while True:
+            hoard.append(bytearray(10 * 2**20))
+            time.sleep(0.01)
+    time.sleep(float(payload.get("seconds", 0.005)))
+    return payload
+
+
+async def tally(payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """Counts the task in ``ctx.state``; with ``fail``, raises after counting
+    (the count must be rolled back); works ``seconds`` first."""
+    await asyncio.sleep(float(payload.get("seconds", 0)))
+    ctx.state["count"] = ctx.state.get("count", 0) + 1
+    if payload.get("fail"):
+        raise RuntimeError(f"failing after counting {ctx.task_id}")
+    return {"count": ctx.state["count"]}
+
+
+async def nap(payload: dict[str, Any]) -> dict[str, Any]:
+    """Sleeps ``seconds`` (async); with ``catch``, catches the soft time limit and returns."""
+    try:
+        await asyncio.sleep(float(payload["seconds"]))
+    except asyncio.CancelledError:
+        if payload.get("catch"):
+            return {"cleaned_up": True}
+        raise
+    return {"slept": payload["seconds"]}
+
+
+def busy_wait(payload: dict[str, Any]) -> dict[str, Any]:
+    """Sync, in short Python-level steps for ``seconds`` (a soft limit can interrupt it)."""
+    end = time.monotonic() + float(payload["seconds"])
+    while time.monotonic() < end:
+        time.sleep(0.005)
+    return {"waited": payload["seconds"]}
+
+
+def stuck_first(payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """On its first attempt blocks in one C call for ``seconds`` (no soft limit can
+    reach it); later attempts count in ``ctx.state`` and return."""
+    if ctx.attempt == 1:
+        time.sleep(float(payload.get("seconds", 60)))
+    ctx.state["count"] = ctx.state.get("count", 0) + 1
+    return {"attempt": ctx.attempt}
