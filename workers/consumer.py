@@ -47,6 +47,7 @@ from workers.outcomes import OutcomeStore
 from workers.recycle import HARD_TIME_LIMIT, RecyclePolicy
 from workers.state import AgentState, Applied, TaskAbandoned
 from workers.statestore import TRANSIENT, StateConflictError, StateStore, agent_key
+from workers.suspects import Suspects
 from workers.timelimits import HardTimeLimitExceeded, run_limited
 
 log = logging.getLogger("foundation.worker")
@@ -113,6 +114,7 @@ class Worker:
         self.store: StateStore | None = None
         self.journal: AttemptJournal | None = None
         self.dead: DeadLetters | None = None
+        self.suspects: Suspects | None = None
         self.fatal: BaseException | None = None
         self._tasks: dict[asyncio.Task[None], Delivery] = {}
         self._sub: Any = None
@@ -130,6 +132,7 @@ class Worker:
         heartbeats. Returns once ready to fetch."""
         self._sub = await self.js.pull_subscribe_bind(durable=subjects.consumer(self.pool.name), stream=subjects.TASKS_STREAM)
         self.journal = await AttemptJournal.open(self.js)
+        self.suspects = Suspects(self.journal, self.pool, self.worker_id, self.node)
         if self.stateful:
             self.store = await StateStore.open(self.js)
             self.agent = AgentState(
@@ -166,7 +169,8 @@ class Worker:
             await self.bind()
         while not stop.is_set() and self.recycle.due() is None and self.fatal is None and not self.nc.is_closed:
             free = self.recycle.budget(min(self.pool.concurrency - len(self._tasks), self.pool.fetch_batch))
-            if free <= 0:
+            if free <= 0 or (self.suspects is not None and self.suspects.in_hand):
+                # Full, or isolating a suspect: nothing new until it is done.
                 await asyncio.wait(set(self._tasks), timeout=self.fetch_timeout, return_when=asyncio.FIRST_COMPLETED)
                 continue
             await self._fetch(free)
@@ -196,7 +200,16 @@ class Worker:
             d = self.inflight.add(msg, self._task_of(msg), lease_start, lease_reconnects)
             task = asyncio.create_task(self._process(d))
             self._tasks[task] = d
-            task.add_done_callback(self._tasks.pop)
+            task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        if self.suspects is not None:
+            self.suspects.notify()
+
+    def _others_in_hand(self) -> int:
+        """Tasks held besides the suspects (which wait for these to finish)."""
+        return len(self._tasks) - (self.suspects.in_hand if self.suspects is not None else 0)
 
     async def _wait_connected(self) -> None:
         # nats-py exposes no per-call "reconnected" event; poll modestly.
@@ -296,6 +309,8 @@ class Worker:
             outcome = Outcome("retry", error=exc)
         finally:
             self.inflight.remove(d)
+            if d.suspect and self.suspects is not None:
+                self.suspects.release()
             self.hooks.after_task(task, outcome or Outcome("retry"))
 
     def _context(self, task: Task, state: dict[str, Any]) -> TaskContext:
@@ -322,8 +337,15 @@ class Worker:
         except CodecError as exc:
             await self._dead_letter(d, exc)
             return Outcome("invalid", error=exc)
-        if task.attempt > 1 and self.journal is not None:
-            await self._before_retry(d)
+        if task.attempt > 1 and self.suspects is not None:
+            await self.suspects.classify(d)
+        if d.suspect and self.suspects is not None:
+            async with self.suspects.isolated(d, self._others_in_hand):
+                return await self._handle_payload(d, payload)
+        return await self._handle_payload(d, payload)
+
+    async def _handle_payload(self, d: Delivery, payload: Any) -> Outcome:
+        msg, task = d.msg, d.task
         if self.agent is not None:
             return await self._handle_stateful(d, payload)
         t0 = time.perf_counter()
@@ -338,28 +360,6 @@ class Worker:
         await msg.ack()
         self.processed += 1
         return Outcome("ok", result=result, handler_seconds=seconds)
-
-    async def _before_retry(self, d: Delivery) -> None:
-        """Journal a redelivered attempt; if the last one died, wait its backoff first.
-
-        A handler error is retried after ``backoff`` through the nak's delay;
-        a delivery whose worker died comes back after its ack deadline, with
-        no delay of its own. Holding it here for the same backoff (its
-        heartbeats keep it ours meanwhile) paces a task that keeps killing
-        its worker, so it cannot trip the pool's restart intensity alone.
-        """
-        assert self.journal is not None
-        task = d.task
-        last = await self.journal.last(self.pool.name, task.stream_seq)
-        if last is None or not last.get("error"):
-            delay = self.pool.backoff_for(task.attempt - 1)
-            log.info("%s: task %s attempt %d: the last one ended without an outcome; retrying in %.1fs",
-                     self.worker_id, task.task_id, task.attempt, delay)
-            await asyncio.sleep(delay)
-        await self.journal.started(
-            self.pool.name, task.stream_seq, task_id=task.task_id, attempt=task.attempt,
-            worker=self.worker_id, node=self.node, pid=os.getpid(),
-        )
 
     async def _handle_stateful(self, d: Delivery, payload: Any) -> Outcome:
         agent, task = self.agent, d.task

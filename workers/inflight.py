@@ -41,6 +41,7 @@ class Delivery:
     tracker: "InFlight" = field(repr=False)
     last_beat: float = 0.0
     past_lock: bool = False  # a stateful task that is done with the agent lock
+    suspect: bool = False  # its last attempt died with its worker (workers.suspects)
     abandon_reason: str = ""
 
     def lease_remaining(self) -> float:

@@ -118,10 +118,16 @@ class AttemptJournal:
             return None
         how: str | None = None
         quota = ""
+        events = f"foundation.events.{subjects.token(node, 'node name')}.*"
         start = datetime.datetime.fromtimestamp(max(0.0, since - 1.0), tz=datetime.timezone.utc)
         try:
+            # Count first: asking the consumer how much is pending races with
+            # the messages it pushes at once.
+            info = await self.js.stream_info(self.exits_stream, subjects_filter=events)
+            if not info.state.subjects:
+                return None
             sub = await self.js.subscribe(
-                f"foundation.events.{subjects.token(node, 'node name')}.*",
+                events,
                 stream=self.exits_stream,
                 ordered_consumer=True,
                 config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start),
@@ -130,8 +136,6 @@ class AttemptJournal:
             log.debug("exit log not readable: %s", exc)
             return None
         try:
-            if (await sub.consumer_info()).num_pending == 0:
-                return None
             while how is None:
                 msg = await sub.next_msg(timeout=timeout)
                 event = decode(msg.data)
@@ -149,7 +153,9 @@ class AttemptJournal:
                 await sub.unsubscribe()
             except nats.errors.Error:
                 pass
-        return how + quota if how else None
+        if how is None:
+            return None
+        return how if "quota" in how else how + quota
 
 
 async def _exit_log(js: JetStreamContext) -> str | None:
