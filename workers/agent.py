@@ -1,7 +1,7 @@
 """The agent side of a worker process: registry entry, quotas, live variables, votes.
 
 Besides its consume loop (:mod:`workers.consumer`), every worker process runs
-one :class:`WorkerAgent` on its NATS connection. :func:`workers.process` starts
+one :class:`WorkerAgent` on its NATS connection. :mod:`workers.process` starts
 it once the worker is bound to its consumer and before it reports ready, and
 stops it after the last task, before the connection closes.
 
@@ -14,7 +14,9 @@ Registry
     while tasks are in flight, ``ready`` otherwise, ``draining`` from SIGTERM
     on (also sent at once) — and its load (tasks in flight, tasks
     processed). A clean exit unregisters it; the supervisor unregisters a
-    worker that died; the entries of a lost node expire after the TTL.
+    worker that died; the entries of a lost node expire after the TTL. Only
+    the agents of market-dispatched pools keep a local copy of the whole
+    registry (they pick bidders from it); the others only write.
 
 Quotas
     A pool with ``quota.rate_per_s`` or ``quota.max_concurrency`` shares that
@@ -61,6 +63,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
+import nats.errors
 from nats.aio.client import Client
 
 from broker import jetstream
@@ -68,7 +71,7 @@ from config.errors import FoundationError, WorkerError
 from config.schema import PoolConfig
 from protocols.consensus import ABSTAIN, NO, YES, Ballot, ConsensusError, Proposal, Voter
 from protocols.quota import Budget, QuotaClient, QuotaTimeoutError, QuotaUnavailableError
-from protocols.registry import DEFAULT_TTL, Entry, Load, Registry, RegistryError, Status, open_registry
+from protocols.registry import DEFAULT_TTL, Entry, KVBackend, Load, Registry, RegistryError, Status
 from protocols.variables import VariableView, load_space, open_variables_bucket, stakeholder
 from workers.context import TaskContext
 from workers.handler import Handler
@@ -169,10 +172,13 @@ class WorkerAgent:
         node: the node name.
         handler: the pool's handler (answers ``vote:<group>`` proposals).
         registry_ttl: seconds the entry outlives its last heartbeat.
+        watch_registry: keep a local cache of the whole registry (``agent.registry.find``).
+            By default only market-dispatched pools do, to pick bidders: a watch in
+            every worker would bring every heartbeat of the cluster to each of them.
     """
 
     def __init__(self, nc: Client, pool: PoolConfig, slot: str, node: str, handler: Handler, *,
-                 registry_ttl: float = DEFAULT_TTL) -> None:
+                 registry_ttl: float = DEFAULT_TTL, watch_registry: bool | None = None) -> None:
         self.nc = nc
         self.pool = pool
         self.slot = slot
@@ -180,6 +186,7 @@ class WorkerAgent:
         self.id = f"{node}.{slot}"
         self.handler = handler
         self.registry_ttl = registry_ttl
+        self.watch_registry = pool.dispatch == "market" if watch_registry is None else watch_registry
         self.variables = LiveVariables()
         limited = bool(pool.quota.rate_per_s or pool.quota.max_concurrency)
         self.quota = QuotaClient(nc, pool.name, self.id, batch=quota_batch(pool)) if limited else None
@@ -203,20 +210,24 @@ class WorkerAgent:
         self._worker = worker
         caps = self.pool.capabilities
         try:
-            kv = await open_variables_bucket(jetstream(self.nc))
+            # The two buckets open in parallel: a restarted worker is back in service sooner.
+            kv, backend = await asyncio.gather(open_variables_bucket(jetstream(self.nc)), KVBackend.open(self.nc))
             space = await load_space(kv)
             self.variables.attach(await self._stack.enter_async_context(VariableView(kv, space)))
             if STAKE_CAPABILITY in caps:
                 await self._stack.enter_async_context(stakeholder(self.nc, space, self.id))
             for group in vote_groups(caps):
                 await self._stack.enter_async_context(Voter(self.nc, group, self.id, self._decider(group)))
+            self.registry = Registry(backend, ttl=self.registry_ttl)
+            self._stack.push_async_callback(self.registry.close)  # unregisters
+            if self.watch_registry:
+                await self.registry.start()
             # Last: once listed, the agent can be asked to vote and sent work.
-            self.registry = await self._stack.enter_async_context(open_registry(self.nc, ttl=self.registry_ttl))
             await self.registry.register(Entry.new(
                 self.id, pool=self.pool.name, node=self.node, pid=os.getpid(), capabilities=caps,
                 metadata={"slot": self.slot}, status=Status.READY,
             ))
-        except (FoundationError, OSError, asyncio.TimeoutError) as exc:
+        except (FoundationError, nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
             await self.stop()
             raise AgentStartError(f"{self.id} could not join the cluster: {exc}") from exc
         self._tasks.append(asyncio.create_task(self._heartbeat(), name=f"registry heartbeat {self.id}"))
@@ -230,9 +241,9 @@ class WorkerAgent:
         self._tasks.clear()
         try:
             async with asyncio.timeout(STOP_TIMEOUT):
-                if self.quota is not None:
-                    await self.quota.close()
                 await self._stack.aclose()  # last in, first out: unregister, then voters, then the view
+                if self.quota is not None:
+                    await self.quota.close()  # hands held slots back
         except Exception as exc:  # at exit; the supervisor unregisters a worker that could not
             log.warning("%s: closing the agent: %r", self.id, exc)
 
