@@ -86,7 +86,7 @@ def _parse_scalar(text: str) -> Any:
 
 def build_config(raw: dict[str, Any], path: str = "") -> Config:
     """Validate a parsed TOML document into a :class:`Config`."""
-    _reject_unknown(raw, list(_SECTIONS) + ["pools"], "")
+    _reject_unknown(raw, list(_SECTIONS) + ["pools", "variables"], "")
     sections = {name: _build(cls, _table(raw, name, name), name) for name, cls in _SECTIONS.items()}
     pools_raw = _table(raw, "pools", "pools")
     pools = {}
@@ -96,7 +96,18 @@ def build_config(raw: dict[str, Any], path: str = "") -> Config:
         if "handler" not in table:
             raise ConfigError(f"pools.{name}.handler", "is required ('module:callable')")
         pools[name] = _build(PoolConfig, {**table, "name": name}, f"pools.{name}")
-    return Config(pools=pools, path=path, **sections)
+    return Config(pools=pools, variables=_variables(_table(raw, "variables", "variables")), path=path, **sections)
+
+
+def _variables(tables: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    # Only the shape: the node checks kinds, bounds and defaults against the
+    # parameter space (protocols.variables), which config must not import.
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"variables.{name}", "must be a table ([variables.NAME] with kind, default, ...)")
+        if "kind" not in table and "type" not in table:
+            raise ConfigError(f"variables.{name}.kind", "is required: float, int, choice or bool")
+    return {name: dict(table) for name, table in tables.items()}
 
 
 def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:

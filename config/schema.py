@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 from config.errors import ConfigError
 
@@ -24,8 +25,10 @@ def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
 @dataclass(frozen=True)
 class NodeConfig:
     name: str = ""
+    registry_ttl: float = 10.0  # seconds a lost node's agents stay in the registry (whole seconds on the wire)
 
     def __post_init__(self) -> None:
+        _positive("node.registry_ttl", self.registry_ttl)
         if not self.name:
             object.__setattr__(self, "name", socket.gethostname().split(".")[0] or "local")
         if not _POOL_NAME.match(self.name):
@@ -164,6 +167,9 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     pools: dict[str, PoolConfig] = field(default_factory=dict)
+    # [variables.<name>] tables, checked for shape only here; the node builds
+    # the typed parameter space from them (config imports nothing above it).
+    variables: dict[str, dict[str, Any]] = field(default_factory=dict)
     path: str = ""  # where it was loaded from, for messages
 
     def pool(self, name: str) -> PoolConfig:

@@ -45,10 +45,14 @@ def prepare_dir(path: str | os.PathLike[str]) -> Path:
 def _m() -> Any:
     from prometheus_client import Counter, Gauge
 
+    # One metric for every quota breach: resource kinds (rss, cpu, fds) counted
+    # here and budget kinds (rate, concurrency) by the quota protocol.
+    from protocols.quota.metrics import BREACHES
+
     class M:
         restarts = Counter("foundation_worker_restarts_total", "Children restarted by a supervisor, by cause.", ["pool", "reason"])
         escalations = Counter("foundation_supervisor_escalations_total", "Supervisors that gave up.", ["supervisor"])
-        quota_breaches = Counter("foundation_quota_breaches_total", "Resource quota breaches.", ["pool", "kind"])
+        quota_breaches = BREACHES
         workers = Gauge("foundation_workers", "Worker processes running.", ["pool"], multiprocess_mode="livemax")
         rss = Gauge("foundation_pool_rss_bytes", "Resident memory of a pool's workers.", ["pool"], multiprocess_mode="livemax")
         cpu = Gauge("foundation_pool_cpu_percent", "CPU use of a pool's workers.", ["pool"], multiprocess_mode="livemax")

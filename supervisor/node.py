@@ -28,6 +28,7 @@ from typing import Any, Callable
 from broker import ServerOptions, connect, declare_pool_consumer, declare_streams, jetstream, subjects
 from config.schema import Config, PoolConfig
 from supervisor import metrics
+from supervisor.agents import NodeAgents
 from supervisor.autoscale import Autoscaler
 from supervisor.children import ChildStartError, ExitInfo, ProcessChild
 from supervisor.control import serve_control
@@ -59,6 +60,7 @@ class Node:
         self.name = cfg.node.name
         self.announce = announce
         self.events = EventPublisher(self.name)
+        self.agents = NodeAgents(cfg)  # registry, quota services, variables; a bad [variables.*] raises ConfigError
         self.notifier = Notifier()
         self.nats_child: NatsServerChild | None = None
         self.nc: Any = None
@@ -118,7 +120,7 @@ class Node:
         def spec(slot: str) -> WorkerSpec:
             return WorkerSpec(
                 pool=pool, worker_id=slot, nats_url=self.nats_url, node=self.name,
-                connect_timeout=self.cfg.nats.connect_timeout,
+                connect_timeout=self.cfg.nats.connect_timeout, registry_ttl=self.cfg.node.registry_ttl,
             )
 
         return spec
@@ -135,6 +137,7 @@ class Node:
         self.nc = await connect(self.nats_url, name=f"supervisor {self.name}", connect_timeout=self.cfg.nats.connect_timeout)
         self.events.attach(self.nc)
         self._service = await serve_control(self.nc, self.name, NodeControl(self).endpoints())
+        await self.agents.start(self.nc, self._service)  # before any worker starts: they need what it declares
 
     # -- exits, quotas, scaling ---------------------------------------------
 
@@ -143,6 +146,7 @@ class Node:
             metrics.child_exited(pid)
         except Exception:  # bookkeeping must never disturb supervision
             log.exception("folding the metrics of %s (pid %d) failed", child.id, pid)
+        self.agents.worker_exited(child.id, pid)  # its registry entry goes now, not at the TTL
 
     def _breach_sink(self, pool: str) -> Callable[[str, int, Breach, str], None]:
         def sink(slot: str, pid: int, breach: Breach, action: str) -> None:
@@ -192,7 +196,7 @@ class Node:
         """Start the tree, serve until SIGTERM/SIGINT or escalation; the exit code."""
         # workers.metrics imports prometheus_client, which is safe to preload
         # here: PROMETHEUS_MULTIPROC_DIR is already set (foundation up sets it first).
-        start_fork_server(["workers.process", "workers.metrics", *handler_modules(p.handler for p in self.cfg.pools.values())])
+        start_fork_server(["workers.process", "workers.metrics", "workers.agent", *handler_modules(p.handler for p in self.cfg.pools.values())])
         self.root = self._build()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -259,6 +263,7 @@ class Node:
         """Publish the last events and close the node's NATS connection."""
         if self.nc is None or self.nc.is_closed:
             return
+        await self.agents.stop()
         await self.events.flush()
         try:
             await self.nc.close()

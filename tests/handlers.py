@@ -63,6 +63,37 @@ def spin(payload: dict[str, Any]) -> dict[str, Any]:
     return {"spins": n}
 
 
+def read_variable(payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """The live value of shared variable ``payload["name"]`` as this worker sees it,
+    after ``payload["seconds"]`` of work."""
+    time.sleep(float(payload.get("seconds", 0)))
+    return {"worker": ctx.worker, "pid": os.getpid(), "value": ctx.variables[payload["name"]],
+            "names": sorted(ctx.variables)}
+
+
+async def judge(payload: dict[str, Any], ctx: Any) -> Any:
+    """Answers consensus proposals (``vote:<group>`` capability): yes to an amount up
+    to ``limit``, no with a reason above it; echoes ordinary tasks."""
+    proposal = payload.get("proposal")
+    if proposal is None:
+        return payload
+    value = proposal["value"]
+    if value.get("abstain"):
+        return "abstain"
+    if value.get("garble"):
+        return {"not": "a ballot"}
+    if value["amount"] <= value.get("limit", 100):
+        return True
+    return {"vote": "no", "reason": f"{ctx.worker} finds {value['amount']} too much ({ctx.task_id.split('.')[0]})"}
+
+
+async def timed(payload: dict[str, Any]) -> dict[str, float]:
+    """Works ``payload["seconds"]``; returns when it started and ended (wall clock)."""
+    start = time.time()
+    await asyncio.sleep(float(payload.get("seconds", 0.05)))
+    return {"start": start, "end": time.time()}
+
+
 def poison(payload: dict[str, Any]) -> dict[str, Any]:
     """Kills its own worker on request: ``segfault``, ``exit`` (os._exit), or
     ``hog`` (allocates ~10 MB every 10 ms until the RSS quota kills it)."""

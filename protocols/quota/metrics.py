@@ -14,7 +14,8 @@ DENIALS = Counter(
 )
 BREACHES = Counter(
     "foundation_quota_breaches_total",
-    "Budget breaches seen: a ledger window over budget, more slots held than allowed, "
-    "or a slot used past its lease because it could not be renewed.",
+    "Quota breaches: resource limits of a worker (rss, cpu, fds; the supervisor's) and cluster-wide "
+    "budgets (rate: a ledger window over budget; concurrency: more slots held than allowed, or a slot "
+    "used past its lease because it could not be renewed).",
     ["pool", "kind"],
 )

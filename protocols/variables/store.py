@@ -29,7 +29,7 @@ from typing import Any
 
 import nats.errors
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
 from broker import codec, streams, subjects
@@ -80,13 +80,22 @@ async def open_variables_bucket(js: JetStreamContext, bucket: str = subjects.VAR
 
 async def load_space(kv: KeyValue) -> ParameterSpace:
     """The parameter space as declared in the bucket (for tools without the code's definitions)."""
+    # The keys come from the stream's own subject list, in one request. A key
+    # watch (``kv.keys()``) can report "caught up" before the keys it should
+    # list have arrived (its first-marker check races the server's delivery),
+    # and a space loaded empty would refuse every proposal as unknown.
+    prefix = f"{kv._pre}spec."  # nats-py keeps the bucket's subject prefix and stream private
     try:
-        keys = await kv.keys(["spec."])
-    except NoKeysError:
-        return ParameterSpace([])
+        info = await kv._js.stream_info(kv._stream, subjects_filter=f"{prefix}>")
+    except nats.errors.Error as exc:
+        raise VariableError(f"cannot list the declared variables: {exc!r}; is NATS reachable?") from exc
     specs = []
-    for key in sorted(k for k in keys if k.startswith("spec.")):
-        entry = await kv.get(key)
+    for subject in sorted((info.state.subjects or {})):
+        key = subject.removeprefix(kv._pre)
+        try:
+            entry = await kv.get(key)
+        except (KeyNotFoundError, KeyDeletedError):  # deleted by hand: no longer declared
+            continue
         specs.append(variable_from_dict(key.removeprefix("spec."), codec.decode(entry.value or b"{}")))
     return ParameterSpace(specs)
 
