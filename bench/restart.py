@@ -46,7 +46,7 @@ from broker import (  # noqa: E402
     subjects,
 )
 from config import NatsConfig, PoolConfig  # noqa: E402
-from supervisor.forkserver import handler_modules, start_fork_server  # noqa: E402
+from supervisor.forkserver import start_fork_server, worker_preload  # noqa: E402
 from supervisor.pool import PoolSupervisor  # noqa: E402
 from workers.process import WorkerSpec, worker_main  # noqa: E402
 
@@ -143,7 +143,7 @@ async def main(kills: int, baseline_runs: int) -> None:
     logging.basicConfig(level=logging.ERROR)
     cfg = PoolConfig(name=POOL, handler=HANDLER, size=1, ack_wait=2, max_restarts=kills * 2 + 10, max_seconds=3600)
     # As ``foundation up`` does: the worker code and the handler preloaded.
-    start_fork_server(["workers.process", "workers.metrics", "workers.agent", *handler_modules([HANDLER])])
+    start_fork_server(worker_preload([HANDLER]))
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedServer(ServerOptions(store_dir=Path(tmp) / "nats"))
         server.start()

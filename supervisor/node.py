@@ -26,15 +26,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from broker import ServerOptions, connect, declare_pool_consumer, declare_streams, jetstream, subjects
+from config.errors import FoundationError
 from config.schema import Config, PoolConfig
 from supervisor import metrics
 from supervisor.agents import NodeAgents
 from supervisor.autoscale import Autoscaler
-from supervisor.children import ChildStartError, ExitInfo, ProcessChild
+from supervisor.children import ExitInfo, ProcessChild
 from supervisor.control import serve_control
 from supervisor.endpoints import NodeControl
 from supervisor.events import EventPublisher
-from supervisor.forkserver import handler_modules, start_fork_server
+from supervisor.forkserver import start_fork_server, worker_preload
 from supervisor.natsserver import NatsServerChild
 from supervisor.pool import PoolSupervisor
 from supervisor.quota import Breach, ResourceSampler
@@ -196,7 +197,7 @@ class Node:
         """Start the tree, serve until SIGTERM/SIGINT or escalation; the exit code."""
         # workers.metrics imports prometheus_client, which is safe to preload
         # here: PROMETHEUS_MULTIPROC_DIR is already set (foundation up sets it first).
-        start_fork_server(["workers.process", "workers.metrics", "workers.agent", *handler_modules(p.handler for p in self.cfg.pools.values())])
+        start_fork_server(worker_preload(p.handler for p in self.cfg.pools.values()))
         self.root = self._build()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -211,7 +212,7 @@ class Node:
             self.announce(f"metrics: http://{self.cfg.metrics.host}:{port}/metrics")
         try:
             await self.root.start()
-        except ChildStartError as exc:
+        except FoundationError as exc:  # a child, or a declaration or service it needs
             self.announce(f"foundation: {exc}")
             self.notifier.stopping(f"failed to start: {exc}")
             await self._close()

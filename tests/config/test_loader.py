@@ -19,7 +19,7 @@ def test_shipped_config_is_valid() -> None:
     assert echo.handler == "workers.examples:echo"
     assert (echo.size, echo.concurrency, echo.max_deliver) == (2, 8, 5)
     assert echo.backoff == (0.2, 1.0, 5.0)
-    assert echo.quota.rate_per_s == 1000
+    assert echo.quota.max_rss_mb == 256 and echo.quota.rate_per_s == 0
     assert cfg.nats.embedded and cfg.metrics.port == 9464
 
 
