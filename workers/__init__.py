@@ -7,6 +7,7 @@
 * :class:`AgentState` / :class:`StateStore` — persistent ``ctx.state``,
   applied effectively once (:mod:`workers.state`).
 * :class:`DeadLetters` — tasks whose worker died on every delivery.
+* :class:`Suspects` — redeliveries whose worker died: isolated retries.
 * :class:`AttemptJournal` — how a task's last attempt ended.
 * :class:`InFlight` — heartbeats and leases of the deliveries held.
 * :func:`run_limited`, :class:`SoftTimeLimitExceeded`,
@@ -28,12 +29,13 @@ from workers.process import WorkerSpec, worker_main
 from workers.recycle import RecyclePolicy
 from workers.state import AgentState, Applied, TaskAbandoned
 from workers.statestore import StateConflictError, StateStore, StoredState, agent_key
+from workers.suspects import Suspects
 from workers.timelimits import HardTimeLimitExceeded, SoftTimeLimitExceeded, run_limited
 
 __all__ = [
     "ATTEMPTS_BUCKET", "AgentState", "Applied", "AttemptJournal", "DeadLetters", "Delivery", "EXITS_STREAM",
     "Handler", "HandlerImportError", "HardTimeLimitExceeded", "InFlight", "Middleware", "Outcome",
     "RecyclePolicy", "Running", "SoftTimeLimitExceeded", "StateConflictError", "StateStore", "StoredState",
-    "Task", "TaskAbandoned", "TaskContext", "Worker", "WorkerSpec", "advisory_subject", "agent_key",
+    "Suspects", "Task", "TaskAbandoned", "TaskContext", "Worker", "WorkerSpec", "advisory_subject", "agent_key",
     "delete_task", "resolve", "run_limited", "worker_main",
 ]

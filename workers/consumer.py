@@ -31,22 +31,22 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 import nats.errors
-import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from broker import CodecError, decode, error_line, jetstream, result_body, subjects
 from config.schema import PoolConfig
 from workers.context import TaskContext
-from workers.deadletter import DeadLetters, delete_task
+from workers.deadletter import DeadLetters
 from workers.handler import Handler
 from workers.inflight import Delivery, InFlight
 from workers.journal import AttemptJournal
 from workers.middleware import Middleware, MiddlewareStack, Outcome, Task
 from workers.outcomes import OutcomeStore
 from workers.recycle import HARD_TIME_LIMIT, RecyclePolicy
-from workers.state import AgentState, Applied, TaskAbandoned
-from workers.statestore import TRANSIENT, StateConflictError, StateStore, agent_key
+from workers.state import AgentState, TaskAbandoned
+from workers.stateful import StatefulTasks
+from workers.statestore import StateConflictError, StateStore
 from workers.suspects import Suspects
 from workers.timelimits import HardTimeLimitExceeded, run_limited
 
@@ -55,13 +55,7 @@ log = logging.getLogger("foundation.worker")
 STOPPED = "stopped"
 
 
-def _done() -> asyncio.Future[None]:
-    future = asyncio.get_running_loop().create_future()
-    future.set_result(None)
-    return future
-
-
-class Worker:
+class Worker(StatefulTasks):
     """Consumes one pool's tasks in this process.
 
     Args:
@@ -134,18 +128,7 @@ class Worker:
         self.journal = await AttemptJournal.open(self.js)
         self.suspects = Suspects(self.journal, self.pool, self.worker_id, self.node)
         if self.stateful:
-            self.store = await StateStore.open(self.js)
-            self.agent = AgentState(
-                self.store, agent_key(self.node, self.worker_id), window=self.pool.state_window,
-                is_connected=lambda: self.nc.is_connected,
-            )
-            self.state = self.agent.state
-            for task_id, entry in (await self.agent.open()).items():
-                # Applied by the previous process of this slot, not settled.
-                if entry.get("result"):
-                    await self.outcomes.store_result(entry["result"], entry.get("reply_to"))
-                await delete_task(self.js, int(entry["seq"]))
-                self.agent.settle(task_id)
+            await self._open_state()
         self.dead = DeadLetters(
             self.nc, self.js, self.pool, self.worker_id, self.outcomes, self.journal,
             find_applied=self._find_applied if self.stateful else None,
@@ -360,112 +343,6 @@ class Worker:
         await msg.ack()
         self.processed += 1
         return Outcome("ok", result=result, handler_seconds=seconds)
-
-    async def _handle_stateful(self, d: Delivery, payload: Any) -> Outcome:
-        agent, task = self.agent, d.task
-        assert agent is not None
-        reply_to = task.headers.get(subjects.REPLY_TO)
-        await agent.lock.acquire()
-        release = True
-        failure: BaseException | None = None
-        try:
-            seen = agent.lookup(task.task_id)
-            own = seen is not None
-            if seen is None and task.attempt > 1:
-                seen = await self._peer_applied(task.task_id)
-                if seen is None and not await self._still_queued(task.stream_seq):
-                    # Settled by an agent that has forgotten it since (its
-                    # window moved on): the message left the stream after
-                    # its result was stored. Nothing left to do.
-                    seen = Applied(task.task_id, None, _done())
-            if seen is not None:
-                agent.lock.release()
-                release = False
-                d.past_lock = True
-                return await self._settle_applied(d, seen, own=own)
-            t0 = time.perf_counter()
-            try:
-                result = await self._call(payload, self._context(task, agent.state))
-            except HardTimeLimitExceeded as exc:
-                release = False  # the handler may still be touching the state: nobody else may
-                agent.wedge()
-                return await self._hard_limit(d, exc, time.perf_counter() - t0)
-            except Exception as exc:
-                agent.rollback()
-                failure = exc
-            except BaseException:  # cancelled mid-handler: its effects must not stay
-                agent.rollback()
-                raise
-            seconds = time.perf_counter() - t0
-            if failure is None:
-                if not d.lease_valid():
-                    agent.rollback()
-                    raise TaskAbandoned("its delivery may have moved to another worker while the handler ran")
-                body = self._result(task, seconds, result)
-                try:
-                    stored = agent.record(task.task_id, task.stream_seq, body, d, reply_to)
-                except CodecError as exc:
-                    agent.rollback()
-                    failure = exc
-        finally:
-            if release:
-                agent.lock.release()
-                d.past_lock = True
-        if failure is not None:
-            return await self._failed(d, failure, seconds)
-        await stored
-        await self.outcomes.store_result(body, reply_to)
-        await self._ack_settled(d)
-        self.processed += 1
-        return Outcome("ok", result=result, handler_seconds=seconds)
-
-    async def _settle_applied(self, d: Delivery, seen: Applied, *, own: bool) -> Outcome:
-        """A redelivery of a task already applied: re-publish its result, ack."""
-        await seen.stored
-        if seen.result is not None:
-            await self.outcomes.store_result(seen.result, d.task.headers.get(subjects.REPLY_TO))
-        await self._ack_settled(d, settle=own)
-        return Outcome("duplicate")
-
-    async def _ack_settled(self, d: Delivery, *, settle: bool = True) -> None:
-        """Ack and confirm it; if unconfirmed, delete the message instead. Then settle."""
-        try:
-            await d.msg.ack_sync(timeout=min(2.0, self.pool.ack_wait))
-        except (nats.errors.Error, asyncio.TimeoutError):
-            delay = 0.05
-            while True:
-                try:
-                    await delete_task(self.js, d.task.stream_seq)
-                    break
-                except TRANSIENT:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
-        if settle and self.agent is not None:
-            self.agent.settle(d.task.task_id)
-
-    async def _peer_applied(self, task_id: str) -> Applied | None:
-        """Whether another agent of the pool applied this (redelivered) task.
-
-        Read *before* :meth:`_still_queued`: an agent forgets a task only after
-        its message left the stream, so a task missing from every applied list
-        whose message is still queued has not been applied anywhere.
-        """
-        assert self.store is not None and self.agent is not None
-        for key, stored in (await self.store.peers(self.pool.name)).items():
-            if key != self.agent.key and task_id in stored.applied:
-                return Applied(task_id, (stored.outbox.get(task_id) or {}).get("result"), _done())
-        return None
-
-    async def _still_queued(self, seq: int) -> bool:
-        try:
-            await self.js.get_msg(subjects.TASKS_STREAM, seq=seq)
-        except nats.js.errors.NotFoundError:
-            return False
-        return True
-
-    async def _find_applied(self, task_id: str) -> Applied | None:
-        assert self.agent is not None
-        return self.agent.lookup(task_id) or await self._peer_applied(task_id)
 
     async def _failed(self, d: Delivery, exc: BaseException, seconds: float) -> Outcome:
         if d.task.attempt >= self.pool.max_deliver:
