@@ -59,6 +59,7 @@ class Report:
     failed: int
     unknown: int
     completed: int  # distinct task ids with an ok result
+    redelivered: int  # of those, completed on a later attempt than the first
     dead_lettered: int  # distinct task ids in the DLQ
     recovered: int  # failed/unknown publishes that got an outcome anyway
     lost: list[str]
@@ -85,7 +86,8 @@ class Report:
 
         out = [
             f"tasks: {self.attempted} published: {self.acked} acked, {self.failed} failed, {self.unknown} unknown",
-            f"outcomes: {self.completed} completed, {self.dead_lettered} dead-lettered, "
+            f"outcomes: {self.completed} completed ({self.redelivered} after a redelivery), "
+            f"{self.dead_lettered} dead-lettered, "
             f"{self.recovered} of the failed/unknown publishes found",
             f"lost: {len(self.lost)}{some(self.lost)}",
             f"unexpected: {len(self.unexpected)}{some(self.unexpected)}",
@@ -107,9 +109,11 @@ def check(history: History, seen: Observation) -> Report:
     result_count = Counter(task_id for task_id, _ in seen.results)
     dead_count = Counter(seen.dead)
     ok: dict[str, str] = {}  # task id -> worker of its first ok result
+    redelivered = 0
     for task_id, body in seen.results:
         if body.get("ok") and task_id not in ok:
             ok[task_id] = str(body.get("worker", ""))
+            redelivered += int(body.get("attempt") or 1) > 1
     outcome_ids = set(result_count) | set(dead_count)
     duplicates = sum(c - 1 for c in result_count.values()) + sum(c - 1 for c in dead_count.values())
     per_agent: dict[str, tuple[int, int]] = {}
@@ -126,6 +130,7 @@ def check(history: History, seen: Observation) -> Report:
         failed=len(history.ids(FAILED)),
         unknown=len(history.ids(UNKNOWN)),
         completed=len(ok),
+        redelivered=redelivered,
         dead_lettered=len(dead_count),
         recovered=len((attempted - acked) & outcome_ids),
         lost=sorted(acked - outcome_ids),

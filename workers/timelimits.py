@@ -28,8 +28,8 @@ from config.errors import WorkerError
 from workers.handler import Running
 
 
-class SoftTimeLimitExceeded(WorkerError):
-    """The handler ran over the pool's ``time_limit``."""
+class SoftTimeLimitExceeded(WorkerError, TimeoutError):
+    """The handler ran over the pool's ``time_limit`` (also a :class:`TimeoutError`)."""
 
     def __init__(self, message: str = "the handler ran over its soft time limit") -> None:
         super().__init__(message)

@@ -12,18 +12,28 @@ from broker import collect_results, connect, declare_pool_consumer, declare_stre
 from chaos import read_subject
 from config import NatsConfig, PoolConfig
 from tests.nodeproc import NodeProcess, write_config
-from workers import Handler, Worker, agent_key, StateStore
+from workers import Handler, Middleware, Outcome, StateStore, Task, Worker, agent_key
 
 pytestmark = pytest.mark.timeout(120)
 
 
-async def run_one(nc, handler: str, payload: dict[str, Any], **kw: Any) -> dict[str, Any]:
-    """Run one task through an in-process worker; its result body."""
+class Kinds(Middleware):
+    """Records the outcome kind of every delivery."""
+
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+
+    def after_task(self, task: Task, outcome: Outcome) -> None:
+        self.kinds.append(outcome.kind)
+
+
+async def run_one(nc, handler: str, payload: dict[str, Any], kinds: Kinds | None = None, **kw: Any) -> dict[str, Any]:
+    """Run one task through an in-process worker (stopped once it is done); its result body."""
     js = jetstream(nc)
     await declare_streams(js, NatsConfig())
     cfg = PoolConfig(name="t", handler=handler, **{"max_deliver": 1, "backoff": (), **kw})
     await declare_pool_consumer(js, cfg)
-    worker = Worker(cfg, "t.0", nc, Handler.load(cfg.handler), fetch_timeout=0.2)
+    worker = Worker(cfg, "t.0", nc, Handler.load(cfg.handler), fetch_timeout=0.2, middleware=[kinds or Kinds()])
     await worker.bind()
     stop = asyncio.Event()
     runner = asyncio.create_task(worker.run(stop))
@@ -54,6 +64,15 @@ async def test_soft_limit_interrupts_a_sync_handler_in_its_thread(nc) -> None:
     body = await run_one(nc, "tests.handlers:busy_wait", {"seconds": 30}, time_limit=0.3)
     assert body["ok"] is False
     assert body["error"] == "SoftTimeLimitExceeded: the handler ran over its soft time limit of 0.3s"
+
+
+async def test_heartbeats_keep_a_long_task_from_being_redelivered(nc) -> None:
+    # Three times ack_wait, in a worker with room for a second copy: without
+    # heartbeats the server would hand the task out again after one second.
+    kinds = Kinds()
+    body = await run_one(nc, "tests.handlers:slow", {"seconds": 3}, kinds, ack_wait=1, concurrency=2, max_deliver=3)
+    assert body["ok"] is True and body["attempt"] == 1
+    assert kinds.kinds == ["ok"]  # one delivery, no second copy
 
 
 async def test_hard_limit_recycles_the_worker_and_the_task_is_retried(tmp_path: Path) -> None:
