@@ -28,14 +28,14 @@ from workers.middleware import Middleware, Outcome, Task
 from workers.process import WorkerSpec, worker_main
 from workers.recycle import RecyclePolicy
 from workers.state import AgentState, Applied, TaskAbandoned
-from workers.statestore import StateConflictError, StateStore, StoredState, agent_key
+from workers.statestore import StateConflictError, StateError, StateStore, StoredState, agent_key
 from workers.suspects import Suspects
 from workers.timelimits import HardTimeLimitExceeded, SoftTimeLimitExceeded, run_limited
 
 __all__ = [
     "ATTEMPTS_BUCKET", "AgentState", "Applied", "AttemptJournal", "DeadLetters", "Delivery", "EXITS_STREAM",
     "Handler", "HandlerImportError", "HardTimeLimitExceeded", "InFlight", "Middleware", "Outcome",
-    "RecyclePolicy", "Running", "SoftTimeLimitExceeded", "StateConflictError", "StateStore", "StoredState",
+    "RecyclePolicy", "Running", "SoftTimeLimitExceeded", "StateConflictError", "StateError", "StateStore", "StoredState",
     "Suspects", "Task", "TaskAbandoned", "TaskContext", "Worker", "WorkerSpec", "advisory_subject", "agent_key",
     "delete_task", "resolve", "run_limited", "worker_main",
 ]

@@ -46,7 +46,7 @@ from workers.outcomes import OutcomeStore
 from workers.recycle import HARD_TIME_LIMIT, RecyclePolicy
 from workers.state import AgentState, TaskAbandoned
 from workers.stateful import StatefulTasks
-from workers.statestore import StateConflictError, StateStore
+from workers.statestore import StateError, StateStore
 from workers.suspects import Suspects
 from workers.timelimits import HardTimeLimitExceeded, run_limited
 
@@ -146,7 +146,8 @@ class Worker(StatefulTasks):
             ``max_age_s``, ``hard_time_limit``).
 
         Raises:
-            StateConflictError: another process wrote this agent's state.
+            StateError: this agent's state can no longer be stored (another
+                process wrote it, or NATS closed).
         """
         if self._sub is None:
             await self.bind()
@@ -282,7 +283,7 @@ class Worker(StatefulTasks):
             # Its delivery may belong to another worker now: neither ack nor nak.
             outcome = Outcome("abandoned", error=exc)
             log.warning("%s: task %s abandoned: %s", self.worker_id, task.task_id, exc)
-        except StateConflictError as exc:
+        except StateError as exc:
             self.fatal = exc
             outcome = Outcome("abandoned", error=exc)
         except Exception as exc:

@@ -44,7 +44,7 @@ import orjson
 
 from broker import decode, encode
 from config.errors import WorkerError
-from workers.statestore import TRANSIENT, StateConflictError, StateStore, StoredState
+from workers.statestore import TRANSIENT, StateConflictError, StateError, StateStore, StoredState
 
 log = logging.getLogger("foundation.worker.state")
 
@@ -181,7 +181,7 @@ class AgentState:
 
         Raises:
             CodecError: the state is not JSON-serializable (call :meth:`rollback`).
-            StateConflictError: the committer stopped on a conflict.
+            StateError: the committer stopped (a conflict, or NATS closed).
         """
         if self.failed is not None:
             raise self.failed
@@ -243,13 +243,15 @@ class AgentState:
                 await self._commit()
                 if self._closing and not self._records and not self._settled_since_write:
                     return
-        except StateConflictError as exc:
-            log.error("%s: %s; stopping", self.key, exc)
-            self.failed = exc
-            self._fail_records(exc)
         except asyncio.CancelledError:
             self._fail_records(TaskAbandoned("the worker stopped before the state was stored"))
             raise
+        except Exception as exc:  # a conflict, or NATS closed for good: nothing more can be stored
+            log.error("%s: the state committer stopped: %s", self.key, exc)
+            self.failed = exc if isinstance(exc, StateError) else StateError(
+                f"agent state {self.key} can no longer be stored: {type(exc).__name__}: {exc}"
+            )
+            self._fail_records(self.failed)
 
     async def _commit(self) -> None:
         delay = 0.05

@@ -29,7 +29,12 @@ from config.errors import WorkerError
 VERSION = 1
 
 
-class StateConflictError(WorkerError):
+class StateError(WorkerError):
+    """An agent's state can no longer be stored; the worker must stop (its
+    tasks are redelivered, and the next process starts from the stored state)."""
+
+
+class StateConflictError(StateError):
     """An agent's state key was written by someone else.
 
     Two processes act as the same agent (two nodes with one node name?), or
