@@ -9,7 +9,8 @@
 3. Once the workload is published and every kill made, wait until each
    acked task has a result (dead-lettered tasks get one too): the *time to
    drain* runs from that moment.
-4. Read the results, dead letters and per-agent counts; run the checker.
+4. Read the results, dead letters and per-agent counts stored since the
+   run began (a node may have run others before); run the checker.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker import collect_results, connect, jetstream
+from broker import collect_results, connect, jetstream, subjects
 from chaos.checker import Report, check
 from chaos.history import ACKED
-from chaos.observe import observe
+from chaos.observe import effects_of, next_seq, observe
 from chaos.workload import Workload
 from config.errors import FoundationError
 from supervisor.control import request
@@ -108,6 +109,10 @@ async def kill_workers(
     js = jetstream(nc, timeout=10)
     killed: list[str] = []
     try:
+        # Only this run's outcomes and effects count: the node may have run others before.
+        results_from = await next_seq(js, subjects.RESULTS_STREAM)
+        dead_from = await next_seq(js, subjects.DLQ_STREAM)
+        baseline = await effects_of(js, pool)
         workload = Workload(js, pool, tasks, payload=lambda i: {"i": i, "work_ms": work_ms})
         async with collect_results(js, pool) as results:
 
@@ -141,7 +146,8 @@ async def kill_workers(
             drain_s = time.monotonic() - drain_from
         if is_alive is not None and not is_alive():
             raise ScenarioError("the node exited during the run")
-        report = check(history, await observe(js, pool))
+        seen = await observe(js, pool, results_from=results_from, dead_from=dead_from, baseline=baseline)
+        report = check(history, seen)
         return KillWorkersResult(
             report=report, tasks=tasks, kills=len(killed), publish_s=workload.finished - workload.started,
             drain_s=drain_s, killed=killed,

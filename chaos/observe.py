@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from broker import decode, subjects
 from chaos.checker import Observation
@@ -13,46 +14,71 @@ from workers.statestore import StateStore
 EFFECT_KEY = "count"  # the side effect chaos.handlers.count keeps in ctx.state
 
 
-async def read_subject(js: JetStreamContext, stream: str, subject: str, timeout: float = 5.0) -> list[Msg]:
-    """Every message of ``stream`` on ``subject`` (no wildcards), in order.
+async def read_subject(
+    js: JetStreamContext, stream: str, subject: str, *, start_seq: int = 1, timeout: float = 5.0
+) -> list[Msg]:
+    """Every message of ``stream`` on ``subject`` from ``start_seq`` on, in order.
 
-    The count is taken from the stream before reading: asking the consumer
-    what is pending would race with the messages it pushes at once.
+    The first one is looked up before subscribing: asking the consumer what
+    is pending would race with the messages it pushes at once.
     """
-    info = await js.stream_info(stream, subjects_filter=subject)
-    expected = (info.state.subjects or {}).get(subject, 0)
-    if not expected:
+    try:
+        first = await js.get_msg(stream, seq=start_seq, subject=subject, next=True)
+    except nats.js.errors.NotFoundError:
         return []
     out: list[Msg] = []
-    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    sub = await js.subscribe(
+        subject, stream=stream, ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first.seq),
+    )
     try:
         while True:
             msg = await sub.next_msg(timeout=timeout)
             out.append(msg)
-            if len(out) >= expected and msg.metadata.num_pending == 0:
+            if msg.metadata.num_pending == 0:
                 return out
     finally:
         await sub.unsubscribe()
 
 
-async def observe(js: JetStreamContext, pool: str, *, effects: bool = True) -> Observation:
-    """Everything stored for ``pool``: every result and dead letter, and the
-    per-agent effect counts (``ctx.state["count"]``) when ``effects``."""
+async def next_seq(js: JetStreamContext, stream: str) -> int:
+    """The sequence the next message of ``stream`` will get: where a run's outcomes start."""
+    return (await js.stream_info(stream)).state.last_seq + 1
+
+
+async def effects_of(js: JetStreamContext, pool: str) -> dict[str, int]:
+    """Tasks applied per agent of ``pool`` (``ctx.state["count"]``), by slot id."""
+    store = await StateStore.open(js)
+    # Keys are <node>.<slot>; results name the slot.
+    return {
+        key.split(".", 1)[1]: int(stored.state.get(EFFECT_KEY, 0))
+        for key, stored in (await store.peers(pool)).items()
+    }
+
+
+async def observe(
+    js: JetStreamContext,
+    pool: str,
+    *,
+    effects: bool = True,
+    results_from: int = 1,
+    dead_from: int = 1,
+    baseline: dict[str, int] | None = None,
+) -> Observation:
+    """What a run stored for ``pool``: every result and dead letter from the
+    given stream sequences on, and the effects each agent applied beyond
+    ``baseline`` (its counts before the run) when ``effects``."""
     results = []
-    for msg in await read_subject(js, subjects.RESULTS_STREAM, subjects.results(pool)):
+    for msg in await read_subject(js, subjects.RESULTS_STREAM, subjects.results(pool), start_seq=results_from):
         body = decode(msg.data)
         task_id = (msg.headers or {}).get(subjects.MSG_ID) or body.get("task_id")
         results.append((str(task_id), body))
     dead = [
         str((msg.headers or {}).get(subjects.TASK_ID))
-        for msg in await read_subject(js, subjects.DLQ_STREAM, subjects.dlq(pool))
+        for msg in await read_subject(js, subjects.DLQ_STREAM, subjects.dlq(pool), start_seq=dead_from)
     ]
     counts = None
     if effects:
-        store = await StateStore.open(js)
-        # Keys are <node>.<slot>; results name the slot.
-        counts = {
-            key.split(".", 1)[1]: int(stored.state.get(EFFECT_KEY, 0))
-            for key, stored in (await store.peers(pool)).items()
-        }
+        before = baseline or {}
+        counts = {agent: n - before.get(agent, 0) for agent, n in (await effects_of(js, pool)).items()}
     return Observation(results=results, dead=dead, effects=counts)
