@@ -153,7 +153,7 @@ class Worker(StatefulTasks):
             await self.bind()
         while not stop.is_set() and self.recycle.due() is None and self.fatal is None and not self.nc.is_closed:
             free = self.recycle.budget(min(self.pool.concurrency - len(self._tasks), self.pool.fetch_batch))
-            if free <= 0 or (self.suspects is not None and self.suspects.in_hand):
+            if self._tasks and (free <= 0 or (self.suspects is not None and self.suspects.in_hand)):
                 # Full, or isolating a suspect: nothing new until it is done.
                 await asyncio.wait(set(self._tasks), timeout=self.fetch_timeout, return_when=asyncio.FIRST_COMPLETED)
                 continue
