@@ -10,8 +10,9 @@ Message sequence, seen from one participant (subjects in :mod:`.messages`)::
     initiator -> me    cancel                    perform() is cancelled
 
 ``bid(cfp)`` returns a price, a mapping with a ``price`` key (other keys go
-to the initiator's scorer) or ``None`` to refuse; it may be async. A bid that
-raises is a refuse with the error as reason. ``perform(cfp)`` does the work;
+to the initiator's scorer), ``None`` to refuse, or a string to refuse with
+that reason (e.g. ``"full"``); it may be async. A bid that raises is a refuse
+with the error as reason. ``perform(cfp)`` does the work;
 a non-``None`` return value is sent as inform-result, ``None`` as
 inform-done, an exception as failure. An async bid and each awarded task run
 in their own asyncio task, so a slow bid or a long task never delays the
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -44,13 +46,17 @@ from protocols.market.errors import ContractNetError
 log = logging.getLogger("foundation.protocols.market")
 
 BidFunction = Callable[[m.CallForProposals], Any]
-"""cfp -> a price, a mapping with ``price``, or ``None`` to refuse — or an awaitable of one."""
+"""cfp -> a price, a mapping with ``price``, ``None`` or a reason to refuse — or an awaitable of one."""
 PerformFunction = Callable[[m.CallForProposals], Any]
 
 # How long an unanswered proposal is remembered past its reply-by time: the
 # initiator decides right at the deadline, so this only bounds memory when an
 # initiator dies between cfp and award.
 _PENDING_GRACE = 60.0
+# How long past its reply-by a proposal still counts as possibly accepted
+# (:attr:`ContractNetParticipant.pending`): the award follows the deadline
+# within milliseconds unless the initiator died.
+_AWARD_MARGIN = 1.0
 
 
 class ContractNetParticipant:
@@ -95,6 +101,18 @@ class ContractNetParticipant:
     def load(self) -> int:
         """Awarded tasks in progress."""
         return len(self._work)
+
+    @property
+    def pending(self) -> int:
+        """Proposals still awaiting their accept or reject: work this agent may yet be awarded.
+
+        A bid function counts these with :attr:`load` so that an agent asked
+        by many initiators at once does not promise more than it can do. A
+        proposal stops counting a second past its reply-by time, so an
+        initiator that died before awarding holds nothing for long.
+        """
+        now = time.time()
+        return sum(1 for cfp, _, _ in self._pending.values() if cfp.reply_by + _AWARD_MARGIN > now)
 
     async def start(self) -> None:
         """Subscribe to the group's cfps and to this agent's inbox; returns once the server has both.
@@ -214,8 +232,9 @@ class ContractNetParticipant:
         loop = asyncio.get_running_loop()
         self._prune(loop.time())
         try:
-            if offer is None:
-                await self._send(reply_to, m.REFUSE, cfp.conversation_id, cfp.initiator, {"reason": reason})
+            if offer is None or isinstance(offer, str):
+                body = {"reason": offer if isinstance(offer, str) else reason}
+                await self._send(reply_to, m.REFUSE, cfp.conversation_id, cfp.initiator, body)
                 return
             body = dict(offer) if isinstance(offer, Mapping) else {"price": offer}
             expires = loop.time() + cfp.reply_within + _PENDING_GRACE

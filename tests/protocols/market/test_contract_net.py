@@ -123,6 +123,21 @@ async def test_when_everyone_refuses_the_run_fails_with_no_proposals(nc: Any) ->
         assert run_violations(info.value.conversations) == []
 
 
+async def test_a_string_bid_is_a_refusal_with_that_reason_and_open_proposals_are_pending(nc: Any) -> None:
+    specs = {"busy": (lambda cfp: "full", echo), "p": (price(2), echo)}
+    async with agents(nc, specs) as started:
+        # "ghost" never answers, so bidding stays open until the deadline: p's proposal waits meanwhile.
+        initiator = ContractNetInitiator(nc, GROUP, participants=[*specs, "ghost"], reply_within=1.0)
+        run = asyncio.create_task(initiator.run("job"))
+        await eventually(lambda: started["p"].pending == 1)
+        assert started["busy"].pending == 0
+        result = await run
+        assert result.winner == "p" and started["p"].pending == 0
+        (conv,) = result.conversations
+        assert {r.peer: r.body["reason"] for r in conv.received(m.REFUSE)} == {"busy": "full"}
+        assert run_violations(result.conversations) == []
+
+
 async def test_a_late_proposal_is_rejected_and_never_accepted(nc: Any) -> None:
     late_seen = asyncio.Event()
 
