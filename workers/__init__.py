@@ -13,6 +13,8 @@
 * :func:`run_limited`, :class:`SoftTimeLimitExceeded`,
   :class:`HardTimeLimitExceeded` — per-pool time limits.
 * :class:`RecyclePolicy` — ``max_tasks_per_child``, ``max_age_s``.
+* :class:`MarketWorker` / :class:`Contractor` — ``dispatch = "market"``: tasks
+  allocated by Contract Net among the pool's agents (:mod:`workers.market`).
 * :func:`worker_main` / :class:`WorkerSpec` — the process entry point.
 * :mod:`workers.exitcodes` — the named exit codes the supervisor acts on.
 * :mod:`workers.examples` — example handlers.
@@ -23,7 +25,9 @@ from workers.context import TaskContext
 from workers.deadletter import DeadLetters, advisory_subject, delete_task
 from workers.handler import Handler, HandlerImportError, Running, resolve
 from workers.inflight import Delivery, InFlight
+from workers.contractor import Contractor, Offer
 from workers.journal import ATTEMPTS_BUCKET, EXITS_STREAM, AttemptJournal
+from workers.market import MarketWorker
 from workers.middleware import Middleware, Outcome, Task
 from workers.process import WorkerSpec, worker_main
 from workers.recycle import RecyclePolicy
@@ -38,4 +42,5 @@ __all__ = [
     "RecyclePolicy", "Running", "SoftTimeLimitExceeded", "StateConflictError", "StateError", "StateStore", "StoredState",
     "Suspects", "Task", "TaskAbandoned", "TaskContext", "Worker", "WorkerSpec", "advisory_subject", "agent_key",
     "delete_task", "resolve", "run_limited", "worker_main",
+    "Contractor", "MarketWorker", "Offer",
 ]

@@ -83,6 +83,7 @@ async def _serve(spec: WorkerSpec, handler: Handler, channel: Any) -> int:
     # Imported here: prometheus_client must see PROMETHEUS_MULTIPROC_DIR, which
     # the supervisor sets before starting the fork server.
     from workers.agent import AgentStartError, WorkerAgent
+    from workers.market import MarketWorker
     from workers.metrics import MetricsMiddleware
 
     try:
@@ -96,8 +97,9 @@ async def _serve(spec: WorkerSpec, handler: Handler, channel: Any) -> int:
     log = logging.getLogger("foundation.worker")
     agent = WorkerAgent(nc, spec.pool, spec.worker_id, spec.node, handler, registry_ttl=spec.registry_ttl)
     try:
-        worker = Worker(spec.pool, spec.worker_id, nc, handler, node=spec.node, middleware=[MetricsMiddleware()],
-                        gate=agent.gate, variables=agent.variables)
+        kind = MarketWorker.for_agent(agent) if spec.pool.dispatch == "market" else Worker  # workers.market
+        worker = kind(spec.pool, spec.worker_id, nc, handler, node=spec.node, middleware=[MetricsMiddleware()],
+                      gate=agent.gate, variables=agent.variables)
         await worker.bind()
         await agent.start(worker, stop)  # registry entry, variables, voters: before "ready"
         _report(channel, READY)
