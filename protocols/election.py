@@ -131,6 +131,11 @@ class Election:
         try:
             while True:
                 term = await self.campaign()
+                me = asyncio.current_task()
+                if me is not None and me.cancelling():
+                    # Python 3.11's wait_for can swallow a cancel that races
+                    # with its result; a stop asked for must still stop us.
+                    raise asyncio.CancelledError
                 lost = self.lost
                 work = asyncio.ensure_future(lead(term))
                 watch = asyncio.ensure_future(lost.wait())

@@ -311,6 +311,11 @@ class Lease:
                     await watcher.updates(timeout=max(wake - now, 0.001))
                 except nats.errors.TimeoutError:
                     pass
+                me = asyncio.current_task()
+                if me is not None and me.cancelling():
+                    # The client's wait_for (Python 3.11) can swallow a cancel
+                    # that races with an update; honour it here.
+                    raise asyncio.CancelledError
         finally:
             await _stop_quietly(watcher)
 

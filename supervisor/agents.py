@@ -47,6 +47,7 @@ from protocols.variables import (
 
 log = logging.getLogger("foundation.node.agents")
 
+STOP_TIMEOUT = 10.0  # seconds for the node's services to close
 UNREGISTER_TIMEOUT = 5.0  # seconds an exited worker's removal may take before the TTL is left to do it
 
 
@@ -137,7 +138,10 @@ class NodeAgents:
         stack, self._stack = self._stack, None
         if stack is not None:
             try:
-                await stack.aclose()
+                # Bounded: a node's stop must end even if a service does not.
+                await asyncio.wait_for(stack.aclose(), STOP_TIMEOUT)
+            except asyncio.TimeoutError:
+                log.warning("registry and quota services did not close within %gs", STOP_TIMEOUT)
             except Exception as exc:  # stopping; the connection may already be gone
                 log.warning("closing the node's registry and quota services: %r", exc)
         self.registry = None

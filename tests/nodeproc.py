@@ -84,9 +84,19 @@ class NodeProcess:
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Signal the node and wait for its exit code.
+
+        Raises:
+            AssertionError: it did not exit in time (killed, output attached).
+        """
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            tail = "".join(self.output[-400:])
+            raise AssertionError(f"node did not stop within {timeout:g}s after signal {sig}; last output:\n{tail}") from None
 
     def kill(self) -> None:
         if self.proc.poll() is None:
