@@ -132,8 +132,12 @@ class Candidates:
             await self.lines[name].put(raw.decode().strip())
 
     async def expect(self, who: str, line: str) -> None:
-        while await asyncio.wait_for(self.lines[who].get(), 10.0) != line:
-            pass
+        seen = []
+        try:
+            while (got := await asyncio.wait_for(self.lines[who].get(), 20.0)) != line:
+                seen.append(got)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"{who} did not print {line!r}; it printed {seen}") from None
 
     async def stop(self) -> None:
         for proc in self.procs.values():
