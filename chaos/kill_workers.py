@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import signal
@@ -31,6 +32,9 @@ from chaos.workload import Workload
 from config.errors import FoundationError
 from supervisor.control import request
 
+
+
+log = logging.getLogger("foundation.chaos")
 
 class ScenarioError(FoundationError):
     """The scenario could not run to its end (the node went away, no outcome in time)."""
@@ -141,8 +145,10 @@ async def kill_workers(
             try:
                 await results.wait_for(acked, timeout=drain_timeout)
             except (asyncio.TimeoutError, TimeoutError):
+                # Not a verdict: the checker below reads the streams themselves
+                # and reports whatever is really missing as lost.
                 missing = len(acked - set(results.results))
-                raise ScenarioError(f"{missing} acked task(s) still without an outcome after {drain_timeout:g}s") from None
+                log.warning("%d acked task(s) without an outcome seen after %gs; checking the streams", missing, drain_timeout)
             drain_s = time.monotonic() - drain_from
         if is_alive is not None and not is_alive():
             raise ScenarioError("the node exited during the run")
