@@ -12,7 +12,7 @@
 from broker import subjects
 from broker.codec import BodyTooLargeError, CodecError, InvalidJSONError, decode, encode, one_line
 from broker.envelope import dead_letter_headers, error_line, result_body
-from broker.connection import NatsUnavailableError, connect, jetstream
+from broker.connection import TRANSIENT_ERRORS, NatsUnavailableError, connect, jetstream
 from broker.server import (
     EmbeddedServer,
     ServerAddress,
@@ -27,7 +27,7 @@ from broker.streams import consumer_config, declare_pool_consumer, declare_strea
 
 __all__ = [
     "BodyTooLargeError", "CodecError", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",
-    "ServerAddress", "ServerNotReadyError", "ServerOptions", "connect", "consumer_config", "decode",
+    "ServerAddress", "TRANSIENT_ERRORS", "ServerNotReadyError", "ServerOptions", "connect", "consumer_config", "decode",
     "dead_letter_headers", "declare_pool_consumer", "declare_streams", "error_line", "result_body", "die_with_parent", "encode", "jetstream", "key_value",
     "one_line", "publish_task", "read_stream", "ResultCollector", "collect_results", "task_id_of", "server_binary", "stream_configs", "subjects", "wait_ready",
 ]

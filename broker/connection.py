@@ -7,6 +7,8 @@ import logging
 from typing import Any
 
 import nats
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
@@ -17,6 +19,17 @@ log = logging.getLogger("foundation.broker")
 
 class NatsUnavailableError(BrokerError):
     """NATS could not be reached."""
+
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.NoStreamResponseError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    asyncio.TimeoutError,
+)
+"""Errors after which a NATS call may succeed if retried once NATS is back."""
 
 
 async def connect(

@@ -17,18 +17,11 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from broker import dead_letter_headers, encode, subjects
+from broker import TRANSIENT_ERRORS, dead_letter_headers, encode, subjects
 
 log = logging.getLogger("foundation.worker")
 
-_TRANSIENT = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.js.errors.NoStreamResponseError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.OutboundBufferLimitError,
-    asyncio.TimeoutError,
-)
+_TRANSIENT = TRANSIENT_ERRORS
 
 
 class OutcomeStore:

@@ -14,7 +14,6 @@ not based on the latest value fails instead of overwriting it.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +22,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from broker import decode, key_value, subjects
+from broker import TRANSIENT_ERRORS, decode, key_value, subjects
 from config.errors import WorkerError
 
 VERSION = 1
@@ -122,12 +121,4 @@ class StateStore:
             await watcher.stop()
 
 
-TRANSIENT = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.js.errors.NoStreamResponseError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.OutboundBufferLimitError,
-    asyncio.TimeoutError,
-)
-"""Errors after which a NATS call may succeed if retried once NATS is back."""
+TRANSIENT = TRANSIENT_ERRORS  # re-exported for the state modules
