@@ -12,7 +12,7 @@ import pytest
 
 from broker import collect_results, jetstream, publish_task, read_stream, subjects
 from supervisor.control import request
-from tests.nodeproc import FOUNDATION, NodeProcess, REPO, write_config
+from tests.nodeproc import FOUNDATION, NodeProcess, write_config
 
 pytestmark = pytest.mark.timeout(180)
 
