@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from broker import collect_results, connect, decode, encode, jetstream, subjects
+from broker import collect_results, connect, encode, jetstream, subjects
 from config.errors import FoundationError
 from supervisor.cli.common import add_client_options, client_url, load
 
