@@ -10,9 +10,16 @@
 """
 
 from broker import subjects
-from broker.codec import BodyTooLargeError, CodecError, InvalidJSONError, decode, encode, one_line
-from broker.envelope import dead_letter_headers, error_line, result_body
+from broker.codec import (
+    BodyTooLargeError,
+    CodecError,
+    InvalidJSONError,
+    decode,
+    encode,
+    one_line,
+)
 from broker.connection import TRANSIENT_ERRORS, NatsUnavailableError, connect, jetstream
+from broker.envelope import dead_letter_headers, error_line, result_body
 from broker.server import (
     EmbeddedServer,
     ServerAddress,
@@ -22,8 +29,20 @@ from broker.server import (
     server_binary,
     wait_ready,
 )
-from broker.tasks import ResultCollector, collect_results, publish_task, read_stream, task_id_of
-from broker.streams import consumer_config, declare_pool_consumer, declare_streams, key_value, stream_configs
+from broker.streams import (
+    consumer_config,
+    declare_pool_consumer,
+    declare_streams,
+    key_value,
+    stream_configs,
+)
+from broker.tasks import (
+    ResultCollector,
+    collect_results,
+    publish_task,
+    read_stream,
+    task_id_of,
+)
 
 __all__ = [
     "BodyTooLargeError", "CodecError", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",

@@ -123,9 +123,16 @@ async def collect_results(js: JetStreamContext, pool: str) -> AsyncIterator[Resu
         await sub.unsubscribe()
 
 
-async def read_stream(js: JetStreamContext, stream: str, subject: str | None = None, timeout: float = 5.0) -> list[Msg]:
-    """Every message now in ``stream`` (optionally only ``subject``), in order."""
-    config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=30.0)
+async def read_stream(
+    js: JetStreamContext, stream: str, subject: str | None = None, *, start_seq: int = 1, timeout: float = 5.0
+) -> list[Msg]:
+    """Every message now in ``stream`` (optionally only ``subject``) from ``start_seq`` on, in order."""
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq > 1 else DeliverPolicy.ALL,
+        opt_start_seq=start_seq if start_seq > 1 else None,
+        ack_policy=AckPolicy.NONE,
+        inactive_threshold=30.0,
+    )
     sub = await js.pull_subscribe(subject or ">", stream=stream, config=config)
     out: list[Msg] = []
     try:

@@ -11,13 +11,18 @@
 
 from chaos.checker import Observation, Report, check
 from chaos.history import ACKED, FAILED, UNKNOWN, History, PublishRecord
-from chaos.kill_workers import KillWorkersResult, ScenarioError, kill_workers, worker_pids
+from chaos.kill_workers import (
+    KillWorkersResult,
+    ScenarioError,
+    kill_workers,
+    worker_pids,
+)
 from chaos.node import ChaosNode, NodeFailedError, node_config
-from chaos.observe import effects_of, next_seq, observe, read_subject
+from chaos.observe import effects_of, next_seq, observe
 from chaos.workload import Workload, classify
 
 __all__ = [
     "ACKED", "ChaosNode", "effects_of", "next_seq", "FAILED", "History", "KillWorkersResult", "NodeFailedError", "Observation",
     "PublishRecord", "Report", "ScenarioError", "UNKNOWN", "Workload", "check", "classify", "kill_workers",
-    "node_config", "observe", "read_subject", "worker_pids",
+    "node_config", "observe", "worker_pids",
 ]

@@ -32,8 +32,6 @@ from chaos.workload import Workload
 from config.errors import FoundationError
 from supervisor.control import request
 
-
-
 log = logging.getLogger("foundation.chaos")
 
 class ScenarioError(FoundationError):

@@ -2,43 +2,13 @@
 
 from __future__ import annotations
 
-import nats.js.errors
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from broker import decode, subjects
+from broker import decode, read_stream, subjects
 from chaos.checker import Observation
 from workers.statestore import StateStore
 
 EFFECT_KEY = "count"  # the side effect chaos.handlers.count keeps in ctx.state
-
-
-async def read_subject(
-    js: JetStreamContext, stream: str, subject: str, *, start_seq: int = 1, timeout: float = 5.0
-) -> list[Msg]:
-    """Every message of ``stream`` on ``subject`` from ``start_seq`` on, in order.
-
-    The first one is looked up before subscribing: asking the consumer what
-    is pending would race with the messages it pushes at once.
-    """
-    try:
-        first = await js.get_msg(stream, seq=start_seq, subject=subject, next=True)
-    except nats.js.errors.NotFoundError:
-        return []
-    out: list[Msg] = []
-    sub = await js.subscribe(
-        subject, stream=stream, ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first.seq),
-    )
-    try:
-        while True:
-            msg = await sub.next_msg(timeout=timeout)
-            out.append(msg)
-            if msg.metadata.num_pending == 0:
-                return out
-    finally:
-        await sub.unsubscribe()
 
 
 async def next_seq(js: JetStreamContext, stream: str) -> int:
@@ -69,13 +39,13 @@ async def observe(
     given stream sequences on, and the effects each agent applied beyond
     ``baseline`` (its counts before the run) when ``effects``."""
     results = []
-    for msg in await read_subject(js, subjects.RESULTS_STREAM, subjects.results(pool), start_seq=results_from):
+    for msg in await read_stream(js, subjects.RESULTS_STREAM, subjects.results(pool), start_seq=results_from):
         body = decode(msg.data)
         task_id = (msg.headers or {}).get(subjects.MSG_ID) or body.get("task_id")
         results.append((str(task_id), body))
     dead = [
         str((msg.headers or {}).get(subjects.TASK_ID))
-        for msg in await read_subject(js, subjects.DLQ_STREAM, subjects.dlq(pool), start_seq=dead_from)
+        for msg in await read_stream(js, subjects.DLQ_STREAM, subjects.dlq(pool), start_seq=dead_from)
     ]
     counts = None
     if effects:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker import connect, jetstream, subjects
-from chaos import ChaosNode, kill_workers, read_subject
+from broker import connect, jetstream, read_stream, subjects
+from chaos import ChaosNode, kill_workers
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -29,7 +29,7 @@ async def test_ten_thousand_tasks_twenty_kills() -> None:
         # Every result stored once, one per task.
         nc = await connect(node.url, name="check")
         try:
-            stored = await read_subject(jetstream(nc), subjects.RESULTS_STREAM, subjects.results("chaos"))
+            stored = await read_stream(jetstream(nc), subjects.RESULTS_STREAM, subjects.results("chaos"))
         finally:
             await nc.close()
         ids = [m.headers[subjects.MSG_ID] for m in stored]

@@ -5,7 +5,13 @@ import asyncio
 import pytest
 
 from broker import codec, jetstream
-from protocols.barrier import Barrier, BarrierError, BarrierTimeoutError, Passage, open_barrier_bucket
+from protocols.barrier import (
+    Barrier,
+    BarrierError,
+    BarrierTimeoutError,
+    Passage,
+    open_barrier_bucket,
+)
 
 
 @pytest.fixture

@@ -5,7 +5,14 @@ import asyncio
 import pytest
 
 from broker import codec, jetstream
-from protocols.lease import Lease, LeaseError, LeaseLostError, LeaseTimeoutError, open_lease_bucket, read_lease
+from protocols.lease import (
+    Lease,
+    LeaseError,
+    LeaseLostError,
+    LeaseTimeoutError,
+    open_lease_bucket,
+    read_lease,
+)
 
 
 @pytest.fixture

@@ -6,7 +6,14 @@ import asyncio
 
 import pytest
 
-from broker import collect_results, declare_pool_consumer, declare_streams, jetstream, publish_task, subjects
+from broker import (
+    collect_results,
+    declare_pool_consumer,
+    declare_streams,
+    jetstream,
+    publish_task,
+    subjects,
+)
 from config.schema import NatsConfig, PoolConfig
 from supervisor.autoscale import AutoscalePolicy, Autoscaler
 from supervisor.pool import PoolSupervisor

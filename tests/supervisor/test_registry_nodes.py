@@ -11,7 +11,15 @@ from pathlib import Path
 import nats
 import pytest
 
-from protocols.registry import QUERY_SUBJECT, ChangeKind, Entry, Event, Registry, Status, open_registry
+from protocols.registry import (
+    QUERY_SUBJECT,
+    ChangeKind,
+    Entry,
+    Event,
+    Registry,
+    Status,
+    open_registry,
+)
 from tests.supervisor.cluster import cli, start_node, stop_all
 from tests.supervisor.helpers import all_gone, worker_pids
 

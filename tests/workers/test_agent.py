@@ -19,9 +19,15 @@ from protocols.variables import (
     Verdict,
     open_variables_bucket,
 )
-from workers.agent import LiveVariables, WorkerAgent, ballot_of, quota_batch, vote_groups
-from workers.handler import Handler
 from tests import handlers
+from workers.agent import (
+    LiveVariables,
+    WorkerAgent,
+    ballot_of,
+    quota_batch,
+    vote_groups,
+)
+from workers.handler import Handler
 
 pytestmark = pytest.mark.timeout(60)
 

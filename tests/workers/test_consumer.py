@@ -13,9 +13,9 @@ from broker import (
     declare_streams,
     jetstream,
     publish_task,
+    read_stream,
     subjects,
 )
-from chaos import read_subject
 from config import NatsConfig, PoolConfig
 from workers import Handler, Worker
 
@@ -78,7 +78,7 @@ async def test_always_failing_task_is_dead_lettered_with_reason(nc, js) -> None:
     await runner
     assert got["bad-1"]["ok"] is False
     assert got["bad-1"]["error"] == "ValueError: cannot process {'x': 1}"
-    [dead] = await read_subject(js, subjects.DLQ_STREAM, "dlq.t")
+    [dead] = await read_stream(js, subjects.DLQ_STREAM, "dlq.t")
     assert dead.subject == "dlq.t"
     assert dead.data == b'{"x":1}'
     assert dead.headers[subjects.TASK_ID] == "bad-1"
@@ -107,7 +107,7 @@ async def test_bad_body_goes_to_dlq_at_once(nc, js, raw: bytes, error: str) -> N
     assert result["task_id"] == f"TASKS:{ack.seq}"
     assert result["ok"] is False and result["error"].startswith(error)
     assert result["attempt"] == 1
-    [dead] = await read_subject(js, subjects.DLQ_STREAM, "dlq.t")
+    [dead] = await read_stream(js, subjects.DLQ_STREAM, "dlq.t")
     assert dead.data == raw
     assert dead.headers[subjects.ATTEMPTS] == "1"
     assert dead.headers[subjects.ERROR].startswith(error)

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from broker import EmbeddedServer, ServerOptions, connect, declare_pool_consumer, declare_streams, jetstream, subjects
+from broker import (
+    EmbeddedServer,
+    ServerOptions,
+    connect,
+    declare_pool_consumer,
+    declare_streams,
+    jetstream,
+    subjects,
+)
 from chaos import Workload, check, observe
 from config import NatsConfig, PoolConfig
 from workers import Handler, Worker

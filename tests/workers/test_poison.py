@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from broker import collect_results, connect, encode, jetstream, publish_task, subjects
-from chaos import read_subject
+from broker import (
+    collect_results,
+    connect,
+    encode,
+    jetstream,
+    publish_task,
+    read_stream,
+    subjects,
+)
 from supervisor.control import request
 from tests.nodeproc import NodeProcess, write_config
 
@@ -54,7 +61,7 @@ async def test_tasks_that_kill_their_worker_are_dead_lettered(tmp_path: Path) ->
         assert "quota rss" in hog["error"] and "during attempt 3 on m.0" in hog["error"]
 
         for pool, (poison_id, poison) in poisons.items():
-            [letter] = await read_subject(js, subjects.DLQ_STREAM, subjects.dlq(pool))
+            [letter] = await read_stream(js, subjects.DLQ_STREAM, subjects.dlq(pool))
             assert letter.headers[subjects.TASK_ID] == poison_id
             assert letter.headers[subjects.ATTEMPTS] == "3"
             assert letter.headers[subjects.ERROR] == got[poison_id]["error"]
@@ -101,7 +108,7 @@ async def test_a_missed_advisory_is_caught_by_the_sweep(nc) -> None:
         got = await results.wait_for({"orphan"}, timeout=10)
     assert got["orphan"]["ok"] is False
     assert got["orphan"]["error"].startswith("no attempt of 2 finished and none was journaled")
-    [letter] = await read_subject(js, subjects.DLQ_STREAM, "dlq.s")
+    [letter] = await read_stream(js, subjects.DLQ_STREAM, "dlq.s")
     assert letter.headers[subjects.TASK_ID] == "orphan" and letter.headers[subjects.ATTEMPTS] == "2"
     assert (await js.stream_info(subjects.TASKS_STREAM)).state.messages == 0
     assert await dead.sweep() == []

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from broker import connect, decode, jetstream, subjects
-from chaos import Workload, check, observe, read_subject
+from broker import connect, decode, jetstream, read_stream, subjects
+from chaos import Workload, check, observe
 from tests.nodeproc import NodeProcess, write_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -54,7 +54,7 @@ async def test_recycling_under_load_loses_nothing_and_repeats_nothing(tmp_path: 
             assert report.completed == 1000 and report.duplicates_stored == 0
             assert report.duplicates_processed == 0 and report.missing_effects == 0, report.per_agent
             # A recycle hands nothing back half done: every task ran on its first delivery.
-            results = await read_subject(js, subjects.RESULTS_STREAM, subjects.results(pool))
+            results = await read_stream(js, subjects.RESULTS_STREAM, subjects.results(pool))
             assert {m.headers[subjects.MSG_ID]: decode(m.data)["attempt"] for m in results} == {t: 1 for t in history.ids()}
         output = "".join(node.output)
         assert output.count("recycling (max_tasks_per_child) after 50 task(s)") >= 1000 // 50 - 2

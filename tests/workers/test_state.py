@@ -15,10 +15,10 @@ from broker import (
     declare_streams,
     jetstream,
     publish_task,
+    read_stream,
     result_body,
     subjects,
 )
-from chaos import read_subject
 from config import NatsConfig, PoolConfig
 from workers import (
     AgentState,
@@ -188,7 +188,7 @@ async def test_a_failing_handler_leaves_no_effect(nc, js, store) -> None:
     await runner
     assert got["bad-1"] == ["retry", "exhausted"]
     assert (await store.load(agent_key("local", "t.0"))).state == {"count": 2}
-    [dead] = await read_subject(js, subjects.DLQ_STREAM, "dlq.t")
+    [dead] = await read_stream(js, subjects.DLQ_STREAM, "dlq.t")
     assert dead.headers[subjects.ERROR] == "RuntimeError: failing after counting bad-1"
 
 

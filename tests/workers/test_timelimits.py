@@ -8,8 +8,16 @@ from typing import Any
 
 import pytest
 
-from broker import collect_results, connect, declare_pool_consumer, declare_streams, jetstream, publish_task, subjects
-from chaos import read_subject
+from broker import (
+    collect_results,
+    connect,
+    declare_pool_consumer,
+    declare_streams,
+    jetstream,
+    publish_task,
+    read_stream,
+    subjects,
+)
 from config import NatsConfig, PoolConfig
 from tests.nodeproc import NodeProcess, write_config
 from workers import Handler, Middleware, Outcome, StateStore, Task, Worker, agent_key
@@ -49,7 +57,7 @@ async def test_soft_limit_cancels_an_async_handler(nc) -> None:
     body = await run_one(nc, "tests.handlers:nap", {"seconds": 30}, time_limit=0.3)
     assert body["ok"] is False
     assert body["error"] == "SoftTimeLimitExceeded: the handler ran over its soft time limit of 0.3s"
-    [letter] = await read_subject(jetstream(nc), subjects.DLQ_STREAM, "dlq.t")
+    [letter] = await read_stream(jetstream(nc), subjects.DLQ_STREAM, "dlq.t")
     assert letter.headers[subjects.ERROR] == body["error"]
 
 

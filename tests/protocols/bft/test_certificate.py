@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from protocols.bft import Certificate, CertificateError, Signer, build_certificate, new_seed, verify_certificate
+from protocols.bft import (
+    Certificate,
+    CertificateError,
+    Signer,
+    build_certificate,
+    new_seed,
+    verify_certificate,
+)
 from protocols.bft.messages import PRECOMMIT, PREVOTE, digest
 from tests.protocols.bft.helpers import GROUP, INSTANCE, KEYS, resigned, signed
 

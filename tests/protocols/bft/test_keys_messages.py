@@ -14,9 +14,9 @@ from protocols.bft import (
     Tendermint,
     canonical,
     digest,
+    keys,
     new_seed,
 )
-from protocols.bft import keys
 from protocols.bft.messages import PREVOTE, PROPOSAL, decode
 from tests.protocols.bft.helpers import GROUP, INSTANCE, KEYS, signed
 

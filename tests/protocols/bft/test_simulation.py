@@ -11,7 +11,17 @@ from dataclasses import replace
 from hypothesis import HealthCheck, Phase, find, given, settings
 
 from protocols.bft import proposer
-from protocols.bft.sim import Cut, Partition, Scenario, Schedule, check, member_ids, public_keys, simulate, validate
+from protocols.bft.sim import (
+    Cut,
+    Partition,
+    Scenario,
+    Schedule,
+    check,
+    member_ids,
+    public_keys,
+    simulate,
+    validate,
+)
 from protocols.bft.sim.invariants import Verdict
 from tests.protocols.bft.strategies import scenarios
 

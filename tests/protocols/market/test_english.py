@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols.market import AuctionOpenError, Bid, EnglishAuction, InvalidBidError, TimeOrderError
+from protocols.market import (
+    AuctionOpenError,
+    Bid,
+    EnglishAuction,
+    InvalidBidError,
+    TimeOrderError,
+)
 from protocols.market import bids as b
 
 from .helpers import PROPERTY

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from protocols.market import MarketError, Proposal, load_price, lowest_price, reputation_weighted
+from protocols.market import (
+    MarketError,
+    Proposal,
+    load_price,
+    lowest_price,
+    reputation_weighted,
+)
 
 
 def proposal(sender: str, price: float) -> Proposal:

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols.market import Bid, Outcome, combinatorial_auction, lehmann_greedy, solve_exact, vcg
+from protocols.market import (
+    Bid,
+    Outcome,
+    combinatorial_auction,
+    lehmann_greedy,
+    solve_exact,
+    vcg,
+)
 from protocols.market import bids as b
 
 from .helpers import BUNDLES, HEAVY, ITEMS, PROPERTY

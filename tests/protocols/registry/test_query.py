@@ -6,7 +6,15 @@ import itertools
 
 import pytest
 
-from protocols.registry import Change, ChangeKind, Entry, InvalidQueryError, Load, RegistryCache, Status
+from protocols.registry import (
+    Change,
+    ChangeKind,
+    Entry,
+    InvalidQueryError,
+    Load,
+    RegistryCache,
+    Status,
+)
 
 _revisions = itertools.count(1)
 
