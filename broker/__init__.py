@@ -4,6 +4,7 @@
 * :mod:`broker.codec` — the orjson body codec with a size limit.
 * :mod:`broker.envelope` — the result body and dead-letter headers.
 * :mod:`broker.server` — the embedded ``nats-server``.
+* :mod:`broker.cluster` — a local cluster of ``nats-server``s (tests, chaos, ``foundation cluster up``).
 * :mod:`broker.connection` — connecting with reconnect.
 * :mod:`broker.tasks` — publishing tasks and collecting results.
 * :mod:`broker.streams` — idempotent stream, consumer and bucket declarations.
@@ -18,6 +19,7 @@ from broker.codec import (
     encode,
     one_line,
 )
+from broker.cluster import ClusterError, LocalCluster
 from broker.connection import TRANSIENT_ERRORS, NatsUnavailableError, connect, jetstream
 from broker.envelope import dead_letter_headers, error_line, result_body
 from broker.server import (
@@ -45,7 +47,7 @@ from broker.tasks import (
 )
 
 __all__ = [
-    "BodyTooLargeError", "CodecError", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",
+    "BodyTooLargeError", "ClusterError", "CodecError", "LocalCluster", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",
     "ServerAddress", "TRANSIENT_ERRORS", "ServerNotReadyError", "ServerOptions", "connect", "consumer_config", "decode",
     "dead_letter_headers", "declare_pool_consumer", "declare_streams", "error_line", "result_body", "die_with_parent", "encode", "jetstream", "key_value",
     "one_line", "publish_task", "read_stream", "ResultCollector", "collect_results", "task_id_of", "server_binary", "stream_configs", "subjects", "wait_ready",

@@ -7,6 +7,12 @@ the process directly.
 
 Ports may be ``-1`` ("pick a free one"): the server then writes the ports it
 bound into a ports file, which is how we learn them without racing for a port.
+
+A server that is one of a cluster (:mod:`broker.cluster`) gets a cluster port,
+a cluster name and the routes to its peers. ``sync`` sets JetStream's
+``sync_interval`` ("always", or a duration such as "1s"; empty keeps the
+server's default of 2 minutes), which only a config file can set: the options
+then write one into the store directory.
 """
 
 from __future__ import annotations
@@ -69,6 +75,10 @@ class ServerOptions:
     host: str = "127.0.0.1"
     name: str = "foundation"
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    sync: str = ""  # JetStream sync_interval: "always" or a duration; "" = server default
+    cluster_name: str = ""  # set with cluster_port and routes for a clustered server
+    cluster_port: int = 0
+    routes: tuple[str, ...] = ()
 
     @property
     def log_file(self) -> Path:
@@ -78,7 +88,17 @@ class ServerOptions:
     def ports_dir(self) -> Path:
         return self.store_dir / "ports"
 
+    @property
+    def conf_file(self) -> Path:
+        return self.store_dir / "nats-server.conf"
+
     def argv(self) -> list[str]:
+        conf = ["--config", str(self.conf_file)] if self.sync else []
+        cluster: list[str] = []
+        if self.cluster_port:
+            cluster = ["--cluster", f"nats://{self.host}:{self.cluster_port}", "--cluster_name", self.cluster_name]
+            if self.routes:
+                cluster += ["--routes", ",".join(self.routes)]
         return [
             server_binary(),
             "--jetstream",
@@ -89,14 +109,20 @@ class ServerOptions:
             "--server_name", self.name,
             "--ports_file_dir", str(self.ports_dir),
             "--log", str(self.log_file),
+            *cluster,
+            *conf,
             *self.extra_args,
         ]
 
     def prepare(self) -> None:
-        """Create the store and clear ports files of earlier runs."""
+        """Create the store, write the config file if any, clear ports files of earlier runs."""
         self.ports_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.ports_dir.glob("*.ports"):
             stale.unlink(missing_ok=True)
+        if self.sync:
+            # Command-line flags win over the file; the file only carries what
+            # has no flag.
+            self.conf_file.write_text(f"jetstream {{\n  sync_interval: {json.dumps(self.sync)}\n}}\n")
 
 
 @dataclass(frozen=True)
@@ -114,9 +140,9 @@ def _read_ports(opts: ServerOptions, pid: int) -> ServerAddress | None:
     return ServerAddress(url=ports["nats"][0], monitor_url=ports["monitoring"][0])
 
 
-def _healthy(monitor_url: str) -> bool:
+def _healthy(monitor_url: str, query: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{monitor_url}/healthz?js-enabled-only=true", timeout=1.0) as resp:
+        with urllib.request.urlopen(f"{monitor_url}/healthz?{query}", timeout=1.0) as resp:
             return resp.status == 200
     except (urllib.error.URLError, OSError):
         return False
@@ -124,6 +150,10 @@ def _healthy(monitor_url: str) -> bool:
 
 def wait_ready(opts: ServerOptions, pid: int, timeout: float = 15.0, alive=lambda: True) -> ServerAddress:
     """Block until the server with ``pid`` wrote its ports and ``/healthz`` is OK.
+
+    A single server is ready once JetStream is enabled; a clustered one once
+    it also knows the meta leader and its streams are current (the full
+    health check).
 
     Args:
         opts: the options the server was started with.
@@ -140,7 +170,8 @@ def wait_ready(opts: ServerOptions, pid: int, timeout: float = 15.0, alive=lambd
         if not alive():
             raise ServerNotReadyError(f"nats-server exited during start-up; see {opts.log_file}")
         addr = _read_ports(opts, pid)
-        if addr and _healthy(addr.monitor_url):
+        query = "" if opts.cluster_port else "js-enabled-only=true"
+        if addr and _healthy(addr.monitor_url, query):
             return addr
         # Polling an external process's readiness: there is no event to wait on.
         time.sleep(delay)
@@ -166,7 +197,13 @@ class EmbeddedServer:
         return self.address.url
 
     def start(self, timeout: float = 15.0) -> ServerAddress:
+        """Start the server; return its address once it is ready."""
         self.opts.prepare()
+        self.launch()
+        return self.wait(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting (:meth:`wait` does); the store must be prepared."""
         self.proc = subprocess.Popen(
             self.opts.argv(),
             stdin=subprocess.DEVNULL,
@@ -174,7 +211,16 @@ class EmbeddedServer:
             stderr=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
         )
+
+    def wait(self, timeout: float = 15.0) -> ServerAddress:
+        """Block until the launched server is ready; stop it if it does not become so.
+
+        Raises:
+            ServerNotReadyError: it exited or was not healthy within ``timeout``.
+        """
         proc = self.proc
+        if proc is None:
+            raise BrokerError("embedded nats-server was not launched")
         try:
             self.address = wait_ready(self.opts, proc.pid, timeout, alive=lambda: proc.poll() is None)
         except BrokerError:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from broker import EmbeddedServer, ServerOptions, connect
+from broker import EmbeddedServer, LocalCluster, ServerOptions, connect
 
 
 @pytest.fixture
@@ -19,6 +19,17 @@ def nats_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A running three-server JetStream cluster (``broker.cluster``); stopped after the test."""
+    cluster = LocalCluster(tmp_path / "cluster", servers=3)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

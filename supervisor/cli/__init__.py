@@ -10,12 +10,12 @@ import argparse
 import sys
 
 from config.errors import ConfigError, FoundationError
-from supervisor.cli import chaos, control, market, publish, registry, up, variables
+from supervisor.cli import chaos, cluster, control, market, publish, registry, up, variables
 
 EXIT_USAGE = 2  # bad arguments or bad config
 EXIT_FAILED = 1
 
-COMMANDS = [up, publish, control, registry, variables, chaos, market]
+COMMANDS = [up, publish, control, registry, variables, chaos, market, cluster]
 
 
 def build_parser() -> argparse.ArgumentParser:
