@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench dashboards clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	for b in bench/*.py; do case $$b in */__init__.py) ;; *) $(BIN)/python $$b || exit 1;; esac; done
+
+# Regenerate deploy/grafana/dashboards/*.json from deploy/grafana/*.py
+# (tests/deploy fails while the committed files are stale).
+dashboards: $(STAMP)
+	$(BIN)/python -m deploy.grafana
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -45,10 +45,14 @@ class NatsConfig:
     dlq_max_age: float = 30 * 24 * 3600.0
     duplicate_window: float = 120.0
     connect_timeout: float = 5.0
+    monitor_urls: tuple[str, ...] = ()  # http://host:8222 of external servers, polled for foundation_nats_*
 
     def __post_init__(self) -> None:
         for name in ("results_max_age", "dlq_max_age", "duplicate_window", "connect_timeout"):
             _positive(f"nats.{name}", getattr(self, name))
+        for i, url in enumerate(self.monitor_urls):
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"nats.monitor_urls[{i}]", f"must start with http:// (a server's monitoring port), got {url!r}")
         if self.url and not self.url.startswith(("nats://", "tls://", "ws://", "wss://")):
             raise ConfigError("nats.url", f"must start with nats:// (or tls://), got {self.url!r}; leave it empty for the embedded server")
 
@@ -62,10 +66,12 @@ class MetricsConfig:
     port: int = 9464  # 0 disables /metrics; -1 picks a free port
     host: str = "127.0.0.1"
     dir: str = "var/metrics"  # multiprocess value files; wiped at start
+    sample_interval: float = 5.0  # seconds between samples of consumers, streams, registry and NATS monitoring
 
     def __post_init__(self) -> None:
         if not -1 <= self.port <= 65535:
             raise ConfigError("metrics.port", f"must be 0..65535 (0 disables, -1 picks a free port), got {self.port}")
+        _positive("metrics.sample_interval", self.sample_interval)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from nats.js.kv import KeyValue
 
 from broker import codec, streams
 from config.errors import ProtocolError
+from protocols.metrics import timed_round
 
 BARRIER_BUCKET = "barriers"
 _VERSION = 1
@@ -91,6 +92,7 @@ class Barrier:
         self.party = party or uuid.uuid4().hex[:12]
         self._kv = kv
 
+    @timed_round("barrier", "passed")
     async def wait(self, timeout: float | None = None) -> Passage:
         """Arrive and wait until all parties have arrived.
 

@@ -49,6 +49,7 @@ from nats.js.kv import KeyValue
 
 from broker import codec, jetstream, streams, subjects
 from config.errors import BrokerError, ProtocolError
+from protocols.metrics import timed_round
 
 log = logging.getLogger("foundation.protocols.consensus")
 
@@ -258,6 +259,7 @@ def proposals_of(group: str) -> str:
     return f"{head}.*.{phase}"
 
 
+@timed_round("consensus", lambda decision: decision.outcome)
 async def propose(
     nc: Client,
     group: str,

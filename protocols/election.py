@@ -34,6 +34,7 @@ import nats.errors
 from nats.js.kv import KeyValue
 
 from protocols.lease import Lease, LeaseRecord, LeaseUnavailableError, decode_record, read_lease
+from protocols.metrics import timed_round
 
 log = logging.getLogger("foundation.protocols.election")
 
@@ -93,6 +94,7 @@ class Election:
         """Set when the current lead can no longer be trusted."""
         return self.lease.lost
 
+    @timed_round("election", "won")
     async def campaign(self, timeout: float | None = None) -> int:
         """Wait until this candidate leads.
 

@@ -29,6 +29,7 @@ import socket
 from nats.js.kv import KeyValue
 
 from protocols.lease import Lease
+from protocols.metrics import timed_round
 
 
 def lock_key(name: str) -> str:
@@ -77,6 +78,7 @@ class Lock:
     def lost(self) -> asyncio.Event:
         return self._lease.lost
 
+    @timed_round("lock", "acquired")
     async def acquire(self, timeout: float | None = None) -> int:
         """Wait for the lock; returns its fencing token.
 

@@ -86,6 +86,8 @@ class EventPublisher:
             m.restarts.labels(pool, str(event.get("cause", "exit"))).inc()
         elif kind == "quota" and pool is not None:
             m.quota_breaches.labels(pool, str(event.get("quota"))).inc()
+            if event.get("action") == "kill":
+                m.quota_kills.labels(pool, str(event.get("quota"))).inc()
         elif kind == "escalate":
             m.escalations.labels(str(event.get("supervisor"))).inc()
 

@@ -37,6 +37,7 @@ from supervisor.endpoints import NodeControl
 from supervisor.events import EventPublisher
 from supervisor.forkserver import start_fork_server, worker_preload
 from supervisor.natsserver import NatsServerChild
+from supervisor.observe import NodeView, Sampler
 from supervisor.pool import PoolSupervisor
 from supervisor.quota import Breach, ResourceSampler
 from supervisor.systemd import Notifier
@@ -74,6 +75,8 @@ class Node:
         self._background: list[asyncio.Task[None]] = []  # samplers, heartbeat: until the end
         self._scalers: list[asyncio.Task[None]] = []  # stopped first: no resizing while stopping
         self._stopping = False
+        self._ready = False
+        self.sampler = Sampler(self._view(), interval=cfg.metrics.sample_interval)
 
     @property
     def nats_url(self) -> str:
@@ -170,6 +173,25 @@ class Node:
             on_scale=lambda size: self.events("scale", {"pool": name, "size": size, "by": "autoscale"}),
         )
 
+    # -- sampled metrics -------------------------------------------------------
+
+    def _view(self) -> NodeView:
+        return NodeView(
+            node=self.name,
+            pools=self.pools,
+            nc=lambda: self.nc,
+            registry=lambda: self.agents.registry,
+            monitor_urls=self._monitor_urls,
+            ready=lambda: self._ready and not self._stopping,
+            variables=self.agents.space,
+        )
+
+    def _monitor_urls(self) -> list[str]:
+        if self.nats_child is not None:
+            address = self.nats_child.address
+            return [address.monitor_url] if address is not None else []
+        return list(self.cfg.nats.monitor_urls)
+
     # -- systemd -------------------------------------------------------------
 
     def status_line(self) -> str:
@@ -203,9 +225,12 @@ class Node:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        metrics.declare(self.cfg.pools)
         if self.cfg.metrics.port:
             try:
-                self._metrics_server, port = metrics.serve(self.cfg.metrics.host, self.cfg.metrics.port)
+                self._metrics_server, port = metrics.serve(
+                    self.cfg.metrics.host, self.cfg.metrics.port, node=self.name, sampled=self.sampler.families
+                )
             except OSError as exc:
                 self.announce(f"foundation: cannot serve /metrics on {self.cfg.metrics.host}:{self.cfg.metrics.port}: {exc.strerror}; set metrics.port (0 disables)")
                 return EXIT_START_FAILED
@@ -221,6 +246,7 @@ class Node:
         where = "embedded" if self.nats_child else "external"
         self.announce(f"nats: {self.nats_url} ({where})")
         sizes = ", ".join(f"{p.pool.name}={p.size}" for p in self.pools.values())
+        self._ready = True
         self.notifier.ready(self.status_line())
         self.announce(f"node {self.name} up: pools {sizes or 'none'}; Ctrl-C or SIGTERM to stop")
         stopped = asyncio.create_task(stop.wait())
@@ -249,6 +275,7 @@ class Node:
             if sup.pool.max_size:
                 self._scalers.append(asyncio.create_task(self._autoscaler(sup).run(), name=f"autoscale {sup.pool.name}"))
         self._background.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+        self._background.append(asyncio.create_task(self.sampler.run(), name="metrics sampler"))
 
     def _stop_background(self, *, all: bool = True) -> None:
         # While the pools drain, the samplers keep enforcing quotas (a task

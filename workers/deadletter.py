@@ -43,6 +43,7 @@ from nats.js import JetStreamContext
 from broker import decode, result_body, subjects
 from config.schema import PoolConfig
 from workers.journal import AttemptJournal
+from workers.metrics import TASKS_DEAD
 from workers.outcomes import OutcomeStore
 from workers.state import Applied
 from workers.statestore import TRANSIENT
@@ -223,5 +224,6 @@ class DeadLetters:
         await self.outcomes.store_result(body, reply_to)
         await delete_task(self.js, seq)
         self.handled += 1
+        TASKS_DEAD.labels(self.pool.name, "worker_died").inc()
         log.warning("task %s dead-lettered after %d deliveries: %s", task_id, deliveries, error)
         return True

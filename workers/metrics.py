@@ -29,6 +29,19 @@ TASK_SECONDS = Histogram(
 )
 IN_FLIGHT = Gauge("foundation_tasks_in_flight", "Tasks being handled now.", ["pool"], multiprocess_mode="livesum")
 
+# How a task got into the DLQ: its last attempt raised (exhausted), its body
+# could not be a task (invalid), or its worker died on every attempt and the
+# server's MAX_DELIVERIES advisory (or the sweep) sent it (worker_died).
+DEAD_LETTER_REASONS = ("exhausted", "invalid", "worker_died")
+
+
+def declare(pool: str) -> None:
+    """Create a pool's label sets at 0 (the supervisor does, before its workers start)."""
+    for metric in (TASKS_PROCESSED, TASKS_FAILED, TASKS_RETRIED, TASKS_DEDUPLICATED, TASKS_ABANDONED, TASK_SECONDS, IN_FLIGHT):
+        metric.labels(pool)
+    for reason in DEAD_LETTER_REASONS:
+        TASKS_DEAD.labels(pool, reason)
+
 
 class MetricsMiddleware(Middleware):
     """Counts outcomes and handler latency per pool."""

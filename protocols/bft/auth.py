@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from protocols.bft import keys
 from protocols.bft.errors import MalformedMessageError
+from protocols.metrics import BFT_REJECTED
 from protocols.bft.messages import DECISION, PROPOSAL, PREVOTE, Message, decode, digest, from_wire
 
 # Rejection reasons, as counted in ``Authenticator.rejected``.
@@ -30,6 +31,10 @@ NOT_PROPOSER = "not-proposer"
 EQUIVOCATION = "equivocation"
 BAD_PROOF = "bad-proof"
 BAD_CERTIFICATE = "bad-certificate"
+REASONS = (
+    MALFORMED, WRONG_GROUP, WRONG_INSTANCE, UNKNOWN_SENDER, UNSIGNED, REPLAYED, FORGED, WRONG_DIGEST,
+    STALE_ROUND, FUTURE_ROUND, NOT_PROPOSER, EQUIVOCATION, BAD_PROOF, BAD_CERTIFICATE,
+)
 
 
 class Authenticator:
@@ -56,6 +61,7 @@ class Authenticator:
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] += 1
+        BFT_REJECTED.labels(reason).inc()
 
     def remember(self, msg: Message) -> bytes:
         """Mark our own message as seen (its echo is then a replay); its wire bytes."""
@@ -125,6 +131,7 @@ class Authenticator:
 
     def _no(self, reason: str) -> None:
         self.rejected[reason] += 1
+        BFT_REJECTED.labels(reason).inc()
         return None
 
 

@@ -23,6 +23,7 @@ from protocols.bft.errors import CertificateError, MalformedMessageError, Member
 from protocols.bft.keys import Signer
 from protocols.bft.messages import DECISION, PRECOMMIT, PREVOTE, PROPOSAL, Message, decode, digest, normalize
 from protocols.bft.quorum import fault_bound, quorum, skip_threshold
+from protocols.metrics import BFT_ROUND_CHANGES
 from protocols.bft.votelog import VoteLog
 
 # Steps of a round.
@@ -162,7 +163,7 @@ class Tendermint:
             elif timeout.step == STEP_PREVOTE and self.step == STEP_PREVOTE:
                 self._vote(PRECOMMIT, None)  # OnTimeoutPrevote: precommit nil
             elif timeout.step == STEP_PRECOMMIT:
-                self._start_round(self.round + 1)  # OnTimeoutPrecommit
+                self._start_round(self.round + 1, "timeout")  # OnTimeoutPrecommit
             self._evaluate()
         return self._take()
 
@@ -263,7 +264,7 @@ class Tendermint:
         # upon f+1 messages of a round above ours: jump to it (the highest such).
         ahead = [r for r, who in self._log.senders.items() if r > self.round and len(who) >= self._skip]
         if ahead:
-            self._start_round(max(ahead))
+            self._start_round(max(ahead), "skip")
             return True
         return False
 
@@ -306,7 +307,9 @@ class Tendermint:
 
     # -- actions --------------------------------------------------------------
 
-    def _start_round(self, r: int) -> None:
+    def _start_round(self, r: int, cause: str = "") -> None:
+        if cause:
+            BFT_ROUND_CHANGES.labels(cause).inc()
         self.round, self.step = r, STEP_PROPOSE
         self._mine = {}
         self._log.prune(r)

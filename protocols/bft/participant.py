@@ -39,6 +39,7 @@ from protocols.bft.errors import (
 from protocols.bft.keys import KeyDirectory, Signer
 from protocols.bft.machine import Effects, Tendermint, Timeout, TimeoutPolicy
 from protocols.bft.messages import DECISION, KINDS, normalize
+from protocols.metrics import timed_round
 
 log = logging.getLogger("foundation.protocols.bft")
 
@@ -197,6 +198,7 @@ class Participant:
     def id(self) -> str:
         return self.signer.id
 
+    @timed_round("bft", "decided")
     async def decide(
         self, group: str, proposal: Any, timeout: float, *, instance: str | None = None,
         validate: Callable[[Any], bool] | None = None,

@@ -24,10 +24,12 @@ from protocols.market.bids import Bid, Outcome
 from protocols.market.errors import SearchLimitError
 from protocols.market.greedy import lehmann_greedy
 from protocols.market.vcg import vcg
+from protocols.metrics import cleared
 
 DEFAULT_EXACT_LIMIT = 24
 
 
+@cleared("combinatorial")
 def combinatorial_auction(
     bids: Iterable[Bid],
     *,

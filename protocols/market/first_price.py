@@ -15,8 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from protocols.market.bids import LOT, Award, Bid, Outcome, ranked, screen
+from protocols.metrics import cleared
 
 
+@cleared("first_price")
 def first_price(
     bids: Iterable[Bid],
     *,

@@ -20,8 +20,10 @@ from collections.abc import Iterable, Mapping
 
 from protocols.market.bids import LOT, Award, Bid, Outcome, screen
 from protocols.market.errors import MarketError
+from protocols.metrics import cleared
 
 
+@cleared("gsp")
 def gsp(
     bids: Iterable[Bid],
     *,

@@ -49,6 +49,7 @@ from nats.aio.client import Client
 from protocols.market import messages as m
 from protocols.market.errors import AwardFailedError, ContractNetError, NoParticipantsError, NoProposalsError
 from protocols.market.scoring import Scorer, lowest_price
+from protocols.metrics import cleared, timed_round
 
 log = logging.getLogger("foundation.protocols.market")
 
@@ -119,6 +120,8 @@ class ContractNetInitiator:
         self.on_outcome = on_outcome
         self._participants = participants
 
+    @timed_round("contract_net", "awarded")
+    @cleared("contract_net")
     async def run(self, task: Any, *, task_id: str | None = None) -> ContractResult:
         """Offer ``task`` until a participant completes it.
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from protocols.market.bids import LOT, Award, Bid, Outcome, ranked, screen
+from protocols.metrics import cleared
 
 
+@cleared("vickrey")
 def vickrey(
     bids: Iterable[Bid],
     *,

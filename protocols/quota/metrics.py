@@ -12,6 +12,9 @@ DENIALS = Counter(
     "Requests for rate tokens or concurrency slots that got less than asked (budget exhausted).",
     ["pool", "kind"],
 )
+LEADER_CHANGES = Counter(
+    "foundation_quota_leader_changes_total", "A candidate quota service took the lead of its pool's budget.", ["pool"]
+)
 BREACHES = Counter(
     "foundation_quota_breaches_total",
     "Quota breaches: resource limits of a worker (rss, cpu, fds; the supervisor's) and cluster-wide "

@@ -44,7 +44,7 @@ from protocols.election import Election
 from protocols.lease import open_lease_bucket
 from protocols.quota.errors import InvalidBudgetError, LedgerConflictError, QuotaError
 from protocols.quota.ledger import Grant, Ledger, SlotTable, Window, window_index
-from protocols.quota.metrics import BREACHES, DENIALS, TOKENS_GRANTED
+from protocols.quota.metrics import BREACHES, DENIALS, LEADER_CHANGES, TOKENS_GRANTED
 from protocols.quota.wire import BadQuotaRequestError, QuotaRequest, reply, request_subject
 
 log = logging.getLogger("foundation.quota")
@@ -138,6 +138,7 @@ class QuotaService:
         self.term, self._window, self._slots = term, None, None
         sub = await self.nc.subscribe(request_subject(self.pool), cb=self._on_request)
         self.leading.set()
+        LEADER_CHANGES.labels(self.pool).inc()
         log.info("quota %s: %s serves, term %d", self.pool, self.name, term)
         if self._on_lead is not None:
             self._on_lead(term)

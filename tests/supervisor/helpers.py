@@ -89,3 +89,14 @@ def all_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.05)
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The sum of the samples of ``name`` in a /metrics text whose labels include ``labels``; None if none."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = [
+        s.value for family in text_string_to_metric_families(text) for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
+    return sum(found) if found else None

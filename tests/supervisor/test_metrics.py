@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import urllib.request
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 from broker import collect_results, jetstream, publish_task, subjects
 from tests.nodeproc import NodeProcess, write_config
-from tests.supervisor.helpers import EventLog, eventually
+from tests.supervisor.helpers import EventLog, eventually, metric_value
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -21,10 +20,9 @@ CHURN = 25
 
 
 def _value(text: str, name: str, **labels: str) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    match = re.search(rf"^{name}\{{{want}\}} (\S+)$", text, re.M)
-    assert match, f"{name}{{{want}}} not in /metrics"
-    return float(match.group(1))
+    value = metric_value(text, name, **labels)
+    assert value is not None, f"{name}{labels} not in /metrics"
+    return value
 
 
 async def _acked(js) -> bool:

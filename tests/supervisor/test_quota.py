@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import urllib.request
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from broker import collect_results, jetstream, publish_task
 from config.schema import QuotaConfig
 from supervisor.quota import HARD_RSS_FACTOR, MB, QuotaCheck, Usage
 from tests.nodeproc import NodeProcess, write_config
-from tests.supervisor.helpers import EventLog
+from tests.supervisor.helpers import EventLog, metric_value
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -66,9 +65,7 @@ def test_no_quota_no_breach() -> None:
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    match = re.search(rf"^{name}\{{{want}\}} (\S+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
+    return metric_value(text, name, **labels) or 0.0
 
 
 async def test_rss_and_fd_quotas_recycle_gracefully_and_lose_nothing(tmp_path: Path, nats_url: str, nc) -> None:
