@@ -34,6 +34,28 @@ def register(sub: Any) -> None:
     k.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the last outcomes")
     add_client_options(k)
     k.set_defaults(func=run_kill_workers)
+    t = scenarios.add_parser("toxiproxy", help="serve the toxiproxy 2.x HTTP API (proxies with latency, bandwidth, reset, timeout… toxics)")
+    t.add_argument("--listen", default="127.0.0.1:8474", help="HOST:PORT of the API (default 127.0.0.1:8474)")
+    t.set_defaults(func=run_toxiproxy)
+
+
+def run_toxiproxy(args: argparse.Namespace) -> int:
+    from chaos.toxiproxy import ToxiproxyServer
+
+    async def main() -> None:
+        server = ToxiproxyServer(args.listen)
+        srv = await server.serve()
+        print(f"toxiproxy API on {server.url}", flush=True)
+        async with srv:
+            await srv.serve_forever()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise SystemExit(f"foundation chaos toxiproxy: cannot listen on {args.listen}: {exc}") from exc
+    return 0
 
 
 def run_kill_workers(args: argparse.Namespace) -> int:
