@@ -16,6 +16,12 @@ metric                                      labels               meaning
 ``foundation_auction_seconds``              kind                 time to clear an auction
 ==========================================  ===================  =====================================
 
+A process outside any node (the CLI, a script) keeps its finished rounds
+and auctions in a short list; :func:`forward` publishes them on
+``foundation.metrics.rounds`` and one node (queue group ``foundation-metrics``)
+counts them with :func:`count_forwarded`, so rounds started from the CLI show
+in the cluster's figures too.
+
 Protocols (``protocol``): consensus, election, lock, barrier, bft,
 contract_net. Outcomes: consensus ``accepted``/``rejected``/``timeout``;
 election ``won``; lock ``acquired``; barrier ``passed``; bft ``decided``;
@@ -26,6 +32,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
+import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -56,6 +65,67 @@ AUCTIONS = Counter("foundation_auctions_cleared_total", "Auctions cleared, by ki
 AUCTION_SECONDS = Histogram("foundation_auction_seconds", "Time to clear an auction.", ["kind"], buckets=_AUCTION_SECONDS)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+FORWARD_SUBJECT = "foundation.metrics.rounds"
+FORWARD_QUEUE = "foundation-metrics"
+_MAX_UNREPORTED = 1000  # rounds kept for forward() by a process outside a node; older ones are dropped
+_unreported: list[list[Any]] = []  # ["round", protocol, outcome, seconds] or ["auction", kind, "", seconds]
+log = logging.getLogger("foundation.protocols.metrics")
+
+
+def _in_node() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def _keep(kind: str, a: str, b: str, seconds: float | None) -> None:
+    if not _in_node():
+        if len(_unreported) >= _MAX_UNREPORTED:
+            del _unreported[0]
+        _unreported.append([kind, a, b, seconds])
+
+
+async def forward(nc: Any) -> int:
+    """Publish the rounds this process (outside a node) finished, for a node to count; how many.
+
+    Best effort: a failed publish loses only figures, never a round.
+    """
+    if not _unreported:
+        return 0
+    batch = list(_unreported)
+    try:
+        await nc.publish(FORWARD_SUBJECT, json.dumps(batch).encode())
+        await nc.flush(timeout=2)
+    except Exception as exc:  # figures only; the round itself is done
+        log.debug("forwarding %d round(s) failed: %r", len(batch), exc)
+        return 0
+    del _unreported[: len(batch)]
+    return len(batch)
+
+
+def count_forwarded(data: bytes) -> int:
+    """Count rounds forwarded by another process; malformed entries are skipped. How many counted."""
+    try:
+        batch = json.loads(data)
+    except ValueError:
+        return 0
+    counted = 0
+    for entry in batch[:_MAX_UNREPORTED] if isinstance(batch, list) else []:
+        try:
+            kind, a, b, seconds = entry
+            seconds = None if seconds is None else float(seconds)
+        except (TypeError, ValueError):
+            continue
+        if kind == "round" and b in PROTOCOL_OUTCOMES.get(a, ()):
+            ROUNDS.labels(a, b).inc()
+            if seconds is not None:
+                ROUND_SECONDS.labels(a).observe(seconds)
+        elif kind == "auction" and a in AUCTION_KINDS and seconds is not None:
+            AUCTIONS.labels(a).inc()
+            AUCTION_SECONDS.labels(a).observe(seconds)
+        else:
+            continue
+        counted += 1
+    return counted
 
 
 def declare() -> None:
@@ -95,9 +165,13 @@ def timed_round(protocol: str, outcome: str | Callable[[Any], str]) -> Callable[
                 result = await fn(*args, **kwargs)
             except Exception as exc:
                 ROUNDS.labels(protocol, _failure(exc)).inc()
+                _keep("round", protocol, _failure(exc), None)
                 raise
-            ROUND_SECONDS.labels(protocol).observe(time.perf_counter() - started)
-            ROUNDS.labels(protocol, outcome(result) if callable(outcome) else outcome).inc()
+            seconds = time.perf_counter() - started
+            name = outcome(result) if callable(outcome) else outcome
+            ROUND_SECONDS.labels(protocol).observe(seconds)
+            ROUNDS.labels(protocol, name).inc()
+            _keep("round", protocol, name, seconds)
             return result
 
         return run
@@ -115,8 +189,7 @@ def cleared(kind: str) -> Callable[[F], F]:
             async def run_async(*args: Any, **kwargs: Any) -> Any:
                 started = time.perf_counter()
                 result = await fn(*args, **kwargs)
-                AUCTION_SECONDS.labels(kind).observe(time.perf_counter() - started)
-                AUCTIONS.labels(kind).inc()
+                _cleared(kind, time.perf_counter() - started)
                 return result
 
             return run_async
@@ -125,10 +198,15 @@ def cleared(kind: str) -> Callable[[F], F]:
         def run(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             result = fn(*args, **kwargs)
-            AUCTION_SECONDS.labels(kind).observe(time.perf_counter() - started)
-            AUCTIONS.labels(kind).inc()
+            _cleared(kind, time.perf_counter() - started)
             return result
 
         return run
 
     return wrap  # type: ignore[return-value]
+
+
+def _cleared(kind: str, seconds: float) -> None:
+    AUCTION_SECONDS.labels(kind).observe(seconds)
+    AUCTIONS.labels(kind).inc()
+    _keep("auction", kind, "", seconds)

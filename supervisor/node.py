@@ -28,6 +28,7 @@ from typing import Any, Callable
 from broker import ServerOptions, connect, declare_pool_consumer, declare_streams, jetstream, subjects
 from config.errors import FoundationError
 from config.schema import Config, PoolConfig
+from protocols.metrics import FORWARD_QUEUE, FORWARD_SUBJECT, count_forwarded
 from supervisor import metrics
 from supervisor.agents import NodeAgents
 from supervisor.autoscale import Autoscaler
@@ -45,6 +46,10 @@ from supervisor.tree import EXIT_ESCALATED, EXIT_START_FAILED, Supervisor
 from workers.process import WorkerSpec
 
 log = logging.getLogger("foundation.node")
+
+
+async def _count_forwarded(msg: Any) -> None:
+    count_forwarded(msg.data)
 
 STATUS_INTERVAL = 1.0  # seconds between STATUS= refreshes (and watchdog pings, at most)
 
@@ -140,6 +145,8 @@ class Node:
             return
         self.nc = await connect(self.nats_url, name=f"supervisor {self.name}", connect_timeout=self.cfg.nats.connect_timeout)
         self.events.attach(self.nc)
+        # Rounds run outside any node (the CLI) are counted by one node.
+        await self.nc.subscribe(FORWARD_SUBJECT, queue=FORWARD_QUEUE, cb=_count_forwarded)
         self._service = await serve_control(self.nc, self.name, NodeControl(self).endpoints())
         await self.agents.start(self.nc, self._service)  # before any worker starts: they need what it declares
 

@@ -40,6 +40,7 @@ from protocols.market import (
     messages,
     vickrey,
 )
+from protocols.metrics import forward as forward_rounds
 from protocols.registry import ACCEPTING, open_registry
 from supervisor.cli.common import add_client_options, client_url, load
 from workers.contractor import Offer
@@ -125,6 +126,7 @@ async def _auction(url: str, args: argparse.Namespace, payload: Any) -> dict[str
         )
         return report
     finally:
+        await forward_rounds(nc)  # the auction counts in a node's metrics
         await nc.close()
 
 

@@ -12,6 +12,7 @@ import orjson
 from broker import connect, jetstream
 from config.errors import FoundationError
 from protocols.consensus import registry_finder
+from protocols.metrics import forward as forward_rounds
 from protocols.registry import open_registry
 from protocols.variables import (
     ChangeRejectedError,
@@ -55,6 +56,7 @@ def _run(args: argparse.Namespace, fn: Any) -> int:
             kv = await open_variables_bucket(jetstream(nc))
             return await fn(nc, kv, args)
         finally:
+            await forward_rounds(nc)  # the vote counts in a node's metrics
             await nc.close()
 
     return asyncio.run(go())
