@@ -8,9 +8,10 @@
 * :mod:`broker.connection` — connecting with reconnect.
 * :mod:`broker.tasks` — publishing tasks and collecting results.
 * :mod:`broker.streams` — idempotent stream, consumer and bucket declarations.
+* :mod:`broker.monitor` — polling a server's monitoring endpoint (/varz, /jsz).
 """
 
-from broker import subjects
+from broker import monitor, subjects
 from broker.codec import (
     BodyTooLargeError,
     CodecError,
@@ -50,5 +51,5 @@ __all__ = [
     "BodyTooLargeError", "ClusterError", "CodecError", "LocalCluster", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",
     "ServerAddress", "TRANSIENT_ERRORS", "ServerNotReadyError", "ServerOptions", "connect", "consumer_config", "decode",
     "dead_letter_headers", "declare_pool_consumer", "declare_streams", "error_line", "result_body", "die_with_parent", "encode", "jetstream", "key_value",
-    "one_line", "publish_task", "read_stream", "ResultCollector", "collect_results", "task_id_of", "server_binary", "stream_configs", "subjects", "wait_ready",
+    "one_line", "publish_task", "read_stream", "ResultCollector", "collect_results", "task_id_of", "server_binary", "stream_configs", "subjects", "wait_ready", "monitor",
 ]

@@ -115,6 +115,8 @@ def count_forwarded(data: bytes) -> int:
             seconds = None if seconds is None else float(seconds)
         except (TypeError, ValueError):
             continue
+        if seconds is not None and not 0.0 <= seconds < 86400.0:  # also refuses NaN
+            continue
         if kind == "round" and b in PROTOCOL_OUTCOMES.get(a, ()):
             ROUNDS.labels(a, b).inc()
             if seconds is not None:

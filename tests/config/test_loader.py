@@ -57,6 +57,8 @@ def test_env_overrides_nested_keys_with_toml_values(tmp_path: Path) -> None:
         ('[nats]\nurl = "http://x"\n', "nats.url: must start with nats://"),
         ("[natz]\n", "natz: unknown key; did you mean 'nats'?"),
         ("[metrics]\nport = 70000\n", "metrics.port: must be 0..65535"),
+        ("[metrics]\nsample_interval = 0\n", "metrics.sample_interval: must be > 0"),
+        ('[nats]\nmonitor_urls = ["localhost:8222"]\n', r"nats.monitor_urls\[0\]: must start with http://"),
         ("[supervisor]\nmax_restarts = true\n", "supervisor.max_restarts: must be an integer, got bool True"),
         ("not toml = = 1", "is not valid TOML"),
     ],
