@@ -47,3 +47,9 @@ def test_every_panel_has_a_query_a_unit_a_description_and_a_link_to_the_readme()
 def test_queries_select_by_the_dashboard_variables() -> None:
     for q in panel_queries():
         assert "$node" in q.expr or "node=~" in q.expr, f"{q.dashboard}: {q.title}: {q.expr}"
+
+
+def test_foundation_dashboards_check_says_the_committed_files_are_current() -> None:
+    from supervisor.cli import main
+
+    assert main(["dashboards", "--check"]) == 0
