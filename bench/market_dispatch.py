@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from bench._stats import p50_p99_ms  # noqa: E402
 from broker import collect_results, connect, encode, jetstream, publish_task, subjects  # noqa: E402
-from tests.nodeproc import NodeProcess, write_config  # noqa: E402
+from supervisor.harness import NodeProcess, write_config  # noqa: E402
 
 POOLS = ("queue", "market")
 
@@ -78,8 +78,8 @@ async def main(tasks: int, n_sequential: int, size: int) -> None:
         pools = {p: {"handler": "workers.examples:echo", "size": size, "concurrency": 8, "dispatch": p} for p in POOLS}
         node = NodeProcess(write_config(Path(tmp) / "f.toml", pools=pools, node="bench"))
         try:
-            url = node.wait_line("nats: ").split()[1]
             node.wait_up()
+            url = node.url
             nc = await connect(url, name="bench")
             js = jetstream(nc, timeout=30)
             for pool in POOLS:  # warm both: imports, registry caches, reputation

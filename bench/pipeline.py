@@ -35,7 +35,7 @@ from broker import (  # noqa: E402
     subjects,
 )
 from config import NatsConfig, PoolConfig  # noqa: E402
-from tests.nodeproc import FOUNDATION, NodeProcess, write_config  # noqa: E402
+from supervisor.harness import FOUNDATION, NodeProcess, write_config  # noqa: E402
 
 
 def _bare_worker(url: str, pool: str, batch: int, stop_after: float) -> None:

@@ -5,7 +5,8 @@
 * :func:`check` — lost, unexpected, duplicates processed and stored, from a
   history and an :class:`Observation` (:func:`observe` reads one).
 * :func:`kill_workers` — the ``kill -9`` scenario behind
-  ``foundation chaos kill-workers``; :class:`ChaosNode` runs a node for it.
+  ``foundation chaos kill-workers`` (a throwaway node for it comes from
+  :func:`supervisor.harness.start_node`).
 * :mod:`chaos.handlers` — handlers that count their effects in ``ctx.state``.
 """
 
@@ -17,12 +18,11 @@ from chaos.kill_workers import (
     kill_workers,
     worker_pids,
 )
-from chaos.node import ChaosNode, NodeFailedError, node_config
 from chaos.observe import effects_of, next_seq, observe
 from chaos.workload import Workload, classify
 
 __all__ = [
-    "ACKED", "ChaosNode", "effects_of", "next_seq", "FAILED", "History", "KillWorkersResult", "NodeFailedError", "Observation",
+    "ACKED", "effects_of", "next_seq", "FAILED", "History", "KillWorkersResult", "Observation",
     "PublishRecord", "Report", "ScenarioError", "UNKNOWN", "Workload", "check", "classify", "kill_workers",
-    "node_config", "observe", "worker_pids",
+    "observe", "worker_pids",
 ]

@@ -76,6 +76,7 @@ class Node:
         self.root: Supervisor | None = None
         self.started = time.time()
         self._metrics_server: Any = None
+        self.metrics_url = ""
         self._service: Any = None
         self._background: list[asyncio.Task[None]] = []  # samplers, heartbeat: until the end
         self._scalers: list[asyncio.Task[None]] = []  # stopped first: no resizing while stopping
@@ -241,7 +242,8 @@ class Node:
             except OSError as exc:
                 self.announce(f"foundation: cannot serve /metrics on {self.cfg.metrics.host}:{self.cfg.metrics.port}: {exc.strerror}; set metrics.port (0 disables)")
                 return EXIT_START_FAILED
-            self.announce(f"metrics: http://{self.cfg.metrics.host}:{port}/metrics")
+            self.metrics_url = f"http://{self.cfg.metrics.host}:{port}/metrics"
+            self.announce(f"metrics: {self.metrics_url}")
         try:
             await self.root.start()
         except FoundationError as exc:  # a child, or a declaration or service it needs
@@ -254,7 +256,11 @@ class Node:
         self.announce(f"nats: {self.nats_url} ({where})")
         sizes = ", ".join(f"{p.pool.name}={p.size}" for p in self.pools.values())
         self._ready = True
-        self.notifier.ready(self.status_line())
+        self.notifier.ready(
+            self.status_line(), X_FOUNDATION_NODE=self.name, X_FOUNDATION_NATS=self.nats_url,
+            X_FOUNDATION_MONITOR=self.nats_child.address.monitor_url if self.nats_child and self.nats_child.address else "",
+            X_FOUNDATION_METRICS=self.metrics_url,
+        )
         self.announce(f"node {self.name} up: pools {sizes or 'none'}; Ctrl-C or SIGTERM to stop")
         stopped = asyncio.create_task(stop.wait())
         failed = asyncio.create_task(self.root.wait())

@@ -7,7 +7,12 @@ newline-separated ``KEY=VALUE`` assignments. No libsystemd needed.
 What ``foundation up`` sends:
 
 * ``READY=1`` (with ``STATUS=``) once the whole tree is up: every pool's
-  workers bound to their consumers;
+  workers bound to their consumers. The same message carries the node's
+  addresses for programs that start it (:mod:`supervisor.harness`):
+  ``X_FOUNDATION_NODE`` (its name), ``X_FOUNDATION_NATS`` (the NATS URL),
+  ``X_FOUNDATION_MONITOR`` (the embedded server's monitoring URL, or empty)
+  and ``X_FOUNDATION_METRICS`` (the ``/metrics`` URL, or empty); systemd
+  ignores them;
 * ``WATCHDOG=1`` every half ``$WATCHDOG_USEC`` from the main event loop, so a
   wedged loop stops the pings and systemd restarts the node;
 * ``STATUS=`` with pool counts whenever they change;
@@ -55,16 +60,19 @@ class Notifier:
         message = "\n".join(f"{key}={value}" for key, value in fields.items()).encode()
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Non-blocking: a reader that does not keep up must never stall
+                # the event loop this is called from; the message is dropped.
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
             self._sock.sendto(message, self.address)
         except OSError as exc:  # systemd gone or socket full: nothing to do about it here
             log.warning("sd_notify %s failed: %s", message.decode(errors="replace"), exc)
             return False
         return True
 
-    def ready(self, status: str) -> bool:
+    def ready(self, status: str, **extra: str) -> bool:
+        """``READY=1`` with ``STATUS=``; ``extra`` adds application fields (names start with ``X_``)."""
         self._last_status = status
-        return self.send(READY=1, STATUS=status)
+        return self.send(READY=1, STATUS=status, **extra)
 
     def status(self, status: str) -> bool:
         """Send ``STATUS=`` if it changed since the last one."""

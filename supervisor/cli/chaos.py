@@ -61,7 +61,7 @@ def run_toxiproxy(args: argparse.Namespace) -> int:
 def run_kill_workers(args: argparse.Namespace) -> int:
     # chaos sits above supervisor in the import order: imported on use only.
     from chaos.kill_workers import kill_workers
-    from chaos.node import ChaosNode
+    from supervisor.harness import start_node
 
     if args.tasks < 1 or args.kills < 0:
         raise SystemExit("foundation chaos: --tasks must be >= 1 and --kills >= 0")
@@ -74,7 +74,9 @@ def run_kill_workers(args: argparse.Namespace) -> int:
             "handler": "chaos.handlers:count", "size": args.workers, "concurrency": args.concurrency,
             "ack_wait": args.ack_wait, "max_restarts": 10_000, "max_seconds": 10, "shutdown": 10,
         }
-        with ChaosNode(args.pool, pool) as node:
+        # Kills are the point: the root must not give up on a burst of them.
+        supervisor = {"max_restarts": 1000, "max_seconds": 10}
+        with start_node(pools={args.pool: pool}, node="chaos", supervisor=supervisor) as node:
             print(f"node {node.name} up ({args.workers} workers, nats {node.url}); running kill-workers", flush=True)
             result = asyncio.run(kill_workers(node.url, node.name, args.pool, is_alive=lambda: node.alive, **scenario))
     for line in result.lines():

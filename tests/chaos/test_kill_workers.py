@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from broker import connect, jetstream, read_stream, subjects
-from chaos import ChaosNode, kill_workers
+from chaos import kill_workers
+from supervisor.harness import start_node
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -17,10 +18,11 @@ POOL = {
     "max_restarts": 10_000,
     "max_seconds": 10,
 }
+SUPERVISOR = {"max_restarts": 1000, "max_seconds": 10}  # the root, too, rides out the kills
 
 
 async def test_ten_thousand_tasks_twenty_kills() -> None:
-    with ChaosNode("chaos", POOL) as node:
+    with start_node(pools={"chaos": POOL}, node="chaos", supervisor=SUPERVISOR) as node:
         result = await kill_workers(node.url, node.name, "chaos", tasks=10_000, kills=20, seed=7, is_alive=lambda: node.alive)
         report = result.report
         assert result.kills >= 20

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from broker import connect, jetstream, subjects
-from chaos import ChaosNode, NodeFailedError, Workload, check, observe
+from chaos import Workload, check, observe
+from supervisor.harness import NodeFailedError, start_node
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -23,6 +24,7 @@ POOL = {
     "max_seconds": 10,
     "shutdown": 5,
 }
+SUPERVISOR = {"max_restarts": 1000, "max_seconds": 10}  # the root, too, rides out the restart
 
 
 async def until(condition, timeout: float, what: str) -> None:
@@ -35,7 +37,7 @@ async def until(condition, timeout: float, what: str) -> None:
 
 
 async def test_restart_of_the_embedded_nats_server_loses_nothing() -> None:
-    with ChaosNode("chaos", POOL) as node:
+    with start_node(pools={"chaos": POOL}, node="chaos", supervisor=SUPERVISOR) as node:
         nc = await connect(node.url, name="chaos client")
         js = jetstream(nc, timeout=2)
         workload = Workload(js, "chaos", 3000, payload=lambda i: {"i": i, "work_ms": 1}, window=64, timeout=2)

@@ -36,7 +36,7 @@ from deploy.grafana import panel_queries
 from supervisor.control import request
 from tests.deploy.promcheck import Prometheus
 from tests.deploy.tools import tool
-from tests.nodeproc import FOUNDATION, NodeProcess, write_config
+from supervisor.harness import FOUNDATION, NodeProcess, write_config
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -227,9 +227,8 @@ async def test_every_panel_and_rule_returns_series_under_a_real_workload(tmp_pat
     node = NodeProcess(config)
     prom = None
     try:
-        metrics_url = node.wait_line("metrics: ").split()[1]
-        nats_url = node.wait_line("nats: ").split()[1]
         node.wait_up(timeout=90)
+        metrics_url, nats_url = node.metrics_url, node.url
         target = metrics_url.removeprefix("http://").removesuffix("/metrics")
         prom = Prometheus(binary, tmp_path / "prometheus", target)
         await asyncio.to_thread(prom.wait_ready)

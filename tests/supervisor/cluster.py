@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.nodeproc import FOUNDATION, REPO, NodeProcess, write_config
+from supervisor.harness import FOUNDATION, REPO, NodeProcess, write_config
 
 
 async def start_node(tmp_path: Path, name: str, nats_url: str, pools: dict[str, dict[str, Any]], *,

@@ -10,7 +10,7 @@ import pytest
 
 from broker import collect_results, decode, jetstream, publish_task, subjects
 from supervisor.control import ControlError, request
-from tests.nodeproc import FOUNDATION, REPO, NodeProcess, write_config
+from supervisor.harness import FOUNDATION, REPO, NodeProcess, write_config
 from tests.supervisor.helpers import EventLog, worker_pids
 
 pytestmark = pytest.mark.timeout(120)

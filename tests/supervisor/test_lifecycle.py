@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from broker import jetstream, publish_task
-from tests.nodeproc import NodeProcess, write_config
+from supervisor.harness import NodeProcess, write_config
 from tests.supervisor.helpers import EventLog, all_gone, worker_pids
 
 pytestmark = pytest.mark.timeout(120)
@@ -52,7 +52,7 @@ async def test_events_of_a_kill_9_and_of_an_escalation_then_exit_3(tmp_path: Pat
         assert (await events.wait("exit", child="pool:p"))["code"] == 3
         root_gave_up = await events.wait("escalate", supervisor="root")
         assert "more than 0 restarts" in root_gave_up["reason"]
-        assert node.proc.wait(60) == 3
+        assert node.wait_exit(60) == 3
         assert "gave up" in "".join(node.output)
     finally:
         node.kill()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from broker import collect_results, jetstream, publish_task, subjects
-from tests.nodeproc import NodeProcess, write_config
+from supervisor.harness import NodeProcess, write_config
 from tests.supervisor.helpers import EventLog, eventually, metric_value
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,8 +39,8 @@ async def test_churn_keeps_totals_and_a_bounded_metrics_dir(tmp_path: Path, nats
         pools={"p": {"handler": "workers.examples:echo", "size": 1, "max_restarts": 1000}},
     )
     node = NodeProcess(cfg)
-    url = node.wait_line("metrics: ").split()[1]
     node.wait_up()
+    url = node.metrics_url
     metrics_dir = tmp_path / "metrics" / "test"
     js = jetstream(nc)
     pids = set()

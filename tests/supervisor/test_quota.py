@@ -10,8 +10,8 @@ import pytest
 
 from broker import collect_results, jetstream, publish_task
 from config.schema import QuotaConfig
+from supervisor.harness import NodeProcess, write_config
 from supervisor.quota import HARD_RSS_FACTOR, MB, QuotaCheck, Usage
-from tests.nodeproc import NodeProcess, write_config
 from tests.supervisor.helpers import EventLog, metric_value
 
 pytestmark = pytest.mark.timeout(120)
@@ -84,8 +84,8 @@ async def test_rss_and_fd_quotas_recycle_gracefully_and_lose_nothing(tmp_path: P
         },
     )
     node = NodeProcess(cfg)
-    metrics_url = node.wait_line("metrics: ").split()[1]
     node.wait_up()
+    metrics_url = node.metrics_url
     js = jetstream(nc)
     try:
         async with collect_results(js, "mem") as mem, collect_results(js, "fds") as fds:

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,9 @@ import pytest
 from config import load_config
 from deploy import systemd_unit
 from supervisor.control import request
+from supervisor.harness import REPO, NodeProcess, write_config
 from supervisor.quota import HARD_RSS_FACTOR
 from supervisor.systemd import Notifier
-from tests.nodeproc import REPO, NodeProcess, write_config
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -61,19 +60,16 @@ def test_notifier_outside_systemd_and_watchdog_for_another_pid() -> None:
 
 
 async def test_foundation_up_notifies_ready_watchdog_status_stopping(tmp_path: Path, nats_url: str, nc) -> None:
-    name = f"foundation-test-{uuid.uuid4().hex}"
-    sock = _socket(b"\0" + name.encode())  # the abstract namespace: "@name"
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
+    cfg = write_config(tmp_path / "f.toml", nats_url=nats_url, pools={"p": {"handler": "workers.examples:echo", "size": 2}})
+    node = NodeProcess(cfg, env={"WATCHDOG_USEC": "400000"})  # the harness owns $NOTIFY_SOCKET
 
     async def next_message() -> str:
-        return (await asyncio.wait_for(loop.sock_recv(sock, 4096), 30)).decode()
+        return await asyncio.to_thread(node.next_notification, 30)
 
-    cfg = write_config(tmp_path / "f.toml", nats_url=nats_url, pools={"p": {"handler": "workers.examples:echo", "size": 2}})
-    node = NodeProcess(cfg, env={"NOTIFY_SOCKET": f"@{name}", "WATCHDOG_USEC": "400000"})
     try:
         ready = await next_message()
-        assert ready == "READY=1\nSTATUS=pools: p 2/2"
+        assert ready == f"READY=1\nSTATUS=pools: p 2/2\nX_FOUNDATION_NODE=test\nX_FOUNDATION_NATS={nats_url}\n" \
+                        "X_FOUNDATION_MONITOR=\nX_FOUNDATION_METRICS="
         # READY means the pools are up: both workers answer for their slots now.
         status = await request(nc, "test", "status")
         assert [w["running"] for w in status["pools"]["p"]["workers"]] == [True, True]
@@ -87,10 +83,9 @@ async def test_foundation_up_notifies_ready_watchdog_status_stopping(tmp_path: P
         node.proc.send_signal(signal.SIGTERM)
         while (message := await next_message()) != "STOPPING=1\nSTATUS=draining pools and stopping":
             assert message.startswith(("WATCHDOG=1", "STATUS="))
-        assert node.proc.wait(30) == 0
+        assert await asyncio.to_thread(node.wait_exit, 30) == 0
     finally:
         node.kill()
-        sock.close()
 
 
 # -- the shipped units ----------------------------------------------------------

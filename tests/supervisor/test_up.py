@@ -12,7 +12,7 @@ import pytest
 
 from broker import collect_results, jetstream, publish_task, read_stream, subjects
 from supervisor.control import request
-from tests.nodeproc import FOUNDATION, NodeProcess, write_config
+from supervisor.harness import FOUNDATION, NodeProcess, write_config
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -32,8 +32,8 @@ def test_bad_config_names_the_key_and_exits_2(tmp_path: Path) -> None:
 def test_unimportable_handler_is_reported_and_escalates(tmp_path: Path, nats_url: str) -> None:
     cfg = write_config(tmp_path / "f.toml", nats_url=nats_url, pools={"p": {"handler": "no_such_module:fn"}})
     node = NodeProcess(cfg)
-    code = node.proc.wait(60)
-    out = "".join(node.output) if node.output else node.proc.stdout.read()
+    code = node.wait_exit(60)
+    out = "".join(node.output)
     assert code == 4
     assert "cannot import handler module 'no_such_module'" in out
 
@@ -44,8 +44,8 @@ async def test_embedded_nats_echo_round_trip(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "f.toml", pools={"echo": {"handler": "workers.examples:echo", "size": 2}})
     node = NodeProcess(cfg)
     try:
-        url = node.wait_line("nats: ").split()[1]
         node.wait_up()
+        url = node.url
         nc = await connect(url, name="client")
         js = jetstream(nc)
         async with collect_results(js, "echo") as results:

@@ -14,7 +14,7 @@ from protocols.consensus import Quorum, registry_finder
 from protocols.consensus import propose as consensus_propose
 from protocols.registry import open_registry
 from protocols.variables import VariableStore, load_space, open_variables_bucket
-from tests.nodeproc import write_config
+from supervisor.harness import write_config
 from tests.supervisor.cluster import cli, start_node
 from tests.supervisor.helpers import worker_pids
 

@@ -21,7 +21,7 @@ import pytest
 from broker import collect_results, jetstream, publish_task, read_stream, subjects
 from protocols.market import messages
 from protocols.registry import ACCEPTING, open_registry
-from tests.nodeproc import FOUNDATION, REPO, NodeProcess, write_config
+from supervisor.harness import FOUNDATION, REPO, NodeProcess, write_config
 from workers.contractor import MALFORMED, MalformedOfferError, Offer, spread, task_cost
 from workers.handler import Handler
 

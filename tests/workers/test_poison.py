@@ -18,7 +18,7 @@ from broker import (
     subjects,
 )
 from supervisor.control import request
-from tests.nodeproc import NodeProcess, write_config
+from supervisor.harness import NodeProcess, write_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,8 +37,8 @@ async def test_tasks_that_kill_their_worker_are_dead_lettered(tmp_path: Path) ->
     )
     node = NodeProcess(cfg)
     try:
-        url = node.wait_line("nats: ").split()[1]
         node.wait_up()
+        url = node.url
         nc = await connect(url, name="client")
         js = jetstream(nc)
         poisons = {"p": ("segv", {"segfault": True}), "x": ("exit", {"exit": True}), "m": ("hog", {"hog": True})}

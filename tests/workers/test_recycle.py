@@ -10,7 +10,7 @@ import pytest
 
 from broker import connect, decode, jetstream, read_stream, subjects
 from chaos import Workload, check, observe
-from tests.nodeproc import NodeProcess, write_config
+from supervisor.harness import NodeProcess, write_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,8 +36,8 @@ async def test_recycling_under_load_loses_nothing_and_repeats_nothing(tmp_path: 
     )
     node = NodeProcess(cfg)
     try:
-        url = node.wait_line("nats: ").split()[1]
         node.wait_up()
+        url = node.url
         nc = await connect(url, name="client")
         js = jetstream(nc)
         by_count = Workload(js, "n", 1000, payload=lambda i: {"i": i, "work_ms": 1})

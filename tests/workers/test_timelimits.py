@@ -19,7 +19,7 @@ from broker import (
     subjects,
 )
 from config import NatsConfig, PoolConfig
-from tests.nodeproc import NodeProcess, write_config
+from supervisor.harness import NodeProcess, write_config
 from workers import Handler, Middleware, Outcome, StateStore, Task, Worker, agent_key
 
 pytestmark = pytest.mark.timeout(120)
@@ -93,8 +93,8 @@ async def test_hard_limit_recycles_the_worker_and_the_task_is_retried(tmp_path: 
     )
     node = NodeProcess(cfg)
     try:
-        url = node.wait_line("nats: ").split()[1]
         node.wait_up()
+        url = node.url
         nc = await connect(url, name="client")
         js = jetstream(nc)
         async with collect_results(js, "h") as results:
