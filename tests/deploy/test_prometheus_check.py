@@ -34,9 +34,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from broker import collect_results, connect, jetstream, publish_task, subjects
 from deploy.grafana import panel_queries
 from supervisor.control import request
+from supervisor.harness import FOUNDATION, NodeProcess, write_config
 from tests.deploy.promcheck import Prometheus
 from tests.deploy.tools import tool
-from supervisor.harness import FOUNDATION, NodeProcess, write_config
 
 pytestmark = pytest.mark.timeout(300)
 
