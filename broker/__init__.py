@@ -6,6 +6,9 @@
 * :mod:`broker.server` — the embedded ``nats-server``.
 * :mod:`broker.cluster` — a local cluster of ``nats-server``s (tests, chaos, ``foundation cluster up``).
 * :mod:`broker.connection` — connecting with reconnect.
+* :mod:`broker.identity` — credentials and TLS of a connection, per role.
+* :mod:`broker.permissions` — each role's subject permissions (pure data).
+* :mod:`broker.authconf` — ``foundation auth init``: role seeds and ``auth.conf``.
 * :mod:`broker.tasks` — publishing tasks and collecting results.
 * :mod:`broker.streams` — idempotent stream, consumer and bucket declarations.
 * :mod:`broker.monitor` — polling a server's monitoring endpoint (/varz, /jsz).
@@ -22,7 +25,19 @@ from broker.codec import (
 )
 from broker.cluster import ClusterError, LocalCluster
 from broker.connection import TRANSIENT_ERRORS, NatsUnavailableError, connect, jetstream
+from broker.authconf import AuthInitError, init_auth, worker_agents
 from broker.envelope import dead_letter_headers, error_line, result_body
+from broker.identity import (
+    NKEY_ENV,
+    PASSWORD_ENV,
+    ROLES,
+    Identity,
+    IdentityError,
+    identity_for,
+    identity_from_config,
+    role_identity,
+    worker_identity,
+)
 from broker.server import (
     EmbeddedServer,
     ServerAddress,
@@ -48,6 +63,8 @@ from broker.tasks import (
 )
 
 __all__ = [
+    "AuthInitError", "Identity", "IdentityError", "NKEY_ENV", "PASSWORD_ENV", "ROLES", "identity_for",
+    "identity_from_config", "init_auth", "role_identity", "worker_agents", "worker_identity",
     "BodyTooLargeError", "ClusterError", "CodecError", "LocalCluster", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",
     "ServerAddress", "TRANSIENT_ERRORS", "ServerNotReadyError", "ServerOptions", "connect", "consumer_config", "decode",
     "dead_letter_headers", "declare_pool_consumer", "declare_streams", "error_line", "result_body", "die_with_parent", "encode", "jetstream", "key_value",

@@ -15,6 +15,8 @@ DLQ_STREAM = "DLQ"
 REGISTRY_BUCKET = "registry"
 AGENT_STATE_BUCKET = "agent_state"
 VARIABLES_BUCKET = "variables"
+ATTEMPTS_BUCKET = "task_attempts"  # the attempt journal of workers (keys <pool>.<stream seq>)
+EXITS_STREAM = "WORKER_EXITS"  # worker exit events, kept for dead letters
 
 SERVICE_NAME = "foundation"
 

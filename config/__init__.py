@@ -14,6 +14,7 @@ from config.errors import (
 )
 from config.loader import SHIPPED, apply_env, build_config, load_config
 from config.schema import (
+    AuthConfig,
     Config,
     MetricsConfig,
     NatsConfig,
@@ -21,10 +22,11 @@ from config.schema import (
     PoolConfig,
     QuotaConfig,
     SupervisorConfig,
+    TlsConfig,
 )
 
 __all__ = [
-    "BrokerError", "Config", "ConfigError", "FoundationError", "MetricsConfig", "NatsConfig",
+    "AuthConfig", "TlsConfig", "BrokerError", "Config", "ConfigError", "FoundationError", "MetricsConfig", "NatsConfig",
     "NodeConfig", "PoolConfig", "ProtocolError", "QuotaConfig", "SHIPPED", "SupervisorConfig",
     "SupervisorError", "WorkerError", "apply_env", "build_config", "load_config",
 ]

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from config.errors import ConfigError
-from config.schema import Config, MetricsConfig, NatsConfig, NodeConfig, PoolConfig, SupervisorConfig
+from config.schema import AuthConfig, Config, MetricsConfig, NatsConfig, NodeConfig, PoolConfig, SupervisorConfig
 
 ENV_PREFIX = "FOUNDATION_"
 SHIPPED = Path(__file__).with_name("foundation.toml")
-_SECTIONS = {"node": NodeConfig, "nats": NatsConfig, "metrics": MetricsConfig, "supervisor": SupervisorConfig}
+_SECTIONS = {
+    "node": NodeConfig, "nats": NatsConfig, "metrics": MetricsConfig, "supervisor": SupervisorConfig, "auth": AuthConfig,
+}
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -87,6 +89,10 @@ def _parse_scalar(text: str) -> Any:
 def build_config(raw: dict[str, Any], path: str = "") -> Config:
     """Validate a parsed TOML document into a :class:`Config`."""
     _reject_unknown(raw, list(_SECTIONS) + ["pools", "variables"], "")
+    if "password" in _table(raw, "nats", "nats"):
+        # A config file is shown, copied and committed; a password there is a leak.
+        raise ConfigError("nats.password", "is never read from the config: set $FOUNDATION_NATS_PASSWORD "
+                          "or name a file holding it with nats.password_file")
     sections = {name: _build(cls, _table(raw, name, name), name) for name, cls in _SECTIONS.items()}
     pools_raw = _table(raw, "pools", "pools")
     pools = {}

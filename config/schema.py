@@ -36,6 +36,21 @@ class NodeConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    ca: str = ""  # PEM file of the CA that signed the servers' certificates
+    cert: str = ""  # client certificate (PEM), for servers that verify clients
+    key: str = ""  # its private key (PEM)
+
+    def __post_init__(self) -> None:
+        if bool(self.cert) != bool(self.key):
+            raise ConfigError("tls.cert", "a client certificate needs both nats.tls.cert and nats.tls.key")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ca or self.cert)
+
+
+@dataclass(frozen=True)
 class NatsConfig:
     url: str = ""  # empty: run the embedded nats-server
     store_dir: str = "var/nats"
@@ -46,6 +61,12 @@ class NatsConfig:
     duplicate_window: float = 120.0
     connect_timeout: float = 5.0
     monitor_urls: tuple[str, ...] = ()  # http://host:8222 of external servers, polled for foundation_nats_*
+    # Identity (DESIGN.md §10); at most one of creds, nkey_seed_file, user.
+    creds: str = ""  # a .creds file (user JWT and seed)
+    nkey_seed_file: str = ""  # a file holding an nkey seed (SU...)
+    user: str = ""  # with a password from $FOUNDATION_NATS_PASSWORD or password_file, never the config
+    password_file: str = ""
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
     def __post_init__(self) -> None:
         for name in ("results_max_age", "dlq_max_age", "duplicate_window", "connect_timeout"):
@@ -53,12 +74,27 @@ class NatsConfig:
         for i, url in enumerate(self.monitor_urls):
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"nats.monitor_urls[{i}]", f"must start with http:// (a server's monitoring port), got {url!r}")
+        given = [name for name in ("creds", "nkey_seed_file", "user") if getattr(self, name)]
+        if len(given) > 1:
+            raise ConfigError(f"nats.{given[1]}", f"give one identity: {' and '.join(given)} are both set")
+        if self.password_file and not self.user:
+            raise ConfigError("nats.password_file", "a password needs nats.user")
         if self.url and not self.url.startswith(("nats://", "tls://", "ws://", "wss://")):
             raise ConfigError("nats.url", f"must start with nats:// (or tls://), got {self.url!r}; leave it empty for the embedded server")
 
     @property
     def embedded(self) -> bool:
         return not self.url
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    enabled: bool = False  # the embedded server requires the identities of `foundation auth init`
+    dir: str = "var/auth"  # where `foundation auth init` wrote them
+
+    def __post_init__(self) -> None:
+        if not self.dir:
+            raise ConfigError("auth.dir", "must name the directory written by `foundation auth init`")
 
 
 @dataclass(frozen=True)
@@ -172,6 +208,7 @@ class Config:
     nats: NatsConfig = field(default_factory=NatsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     pools: dict[str, PoolConfig] = field(default_factory=dict)
     # [variables.<name>] tables, checked for shape only here; the node builds
     # the typed parameter space from them (config imports nothing above it).

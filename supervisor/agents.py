@@ -34,6 +34,7 @@ from nats.aio.client import Client
 from broker import jetstream
 from config.errors import ConfigError, FoundationError
 from config.schema import Config
+from protocols.consensus import decision_bucket
 from protocols.quota import Budget, open_quota_service
 from protocols.registry import Registry, open_registry, query_endpoint
 from protocols.variables import (
@@ -101,6 +102,9 @@ class NodeAgents:
         try:
             self.registry = await stack.enter_async_context(open_registry(nc, ttl=self.cfg.node.registry_ttl))
             await service.add_endpoint(query_endpoint(self.registry))
+            # Declared by the node: with auth on, the operator's `vars propose`
+            # may write decisions but not create buckets (broker.permissions).
+            await decision_bucket(nc)
             if len(self.space):
                 kv = await open_variables_bucket(jetstream(nc))
                 await VariableStore(kv, self.space, _DeclareOnly()).declare()

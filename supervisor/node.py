@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from broker import ServerOptions, connect, declare_pool_consumer, declare_streams, jetstream, subjects
-from config.errors import FoundationError
+from broker import ServerOptions, connect, declare_pool_consumer, declare_streams, identity_for, jetstream, subjects
+from config.errors import ConfigError, FoundationError
 from config.schema import Config, PoolConfig
 from protocols.metrics import FORWARD_QUEUE, FORWARD_SUBJECT, count_forwarded
 from supervisor import metrics
@@ -43,6 +43,7 @@ from supervisor.pool import PoolSupervisor
 from supervisor.quota import Breach, ResourceSampler
 from supervisor.systemd import Notifier
 from supervisor.tree import EXIT_ESCALATED, EXIT_START_FAILED, Supervisor
+from workers.journal import AttemptJournal
 from workers.process import WorkerSpec
 
 log = logging.getLogger("foundation.node")
@@ -71,6 +72,7 @@ class Node:
         self.notifier = Notifier()
         self.nats_child: NatsServerChild | None = None
         self.nc: Any = None
+        self.identity = identity_for(cfg, "node")  # a missing seed or password stops `up` before anything starts
         self.pools: dict[str, PoolSupervisor] = {}
         self.samplers: dict[str, ResourceSampler] = {}
         self.root: Supervisor | None = None
@@ -101,6 +103,7 @@ class Node:
                 port=self.cfg.nats.port,
                 monitor_port=self.cfg.nats.monitor_port,
                 name=self.name,
+                extra_args=self._auth_args(),
             )
             self.nats_child = NatsServerChild(
                 opts, shutdown=self.cfg.supervisor.shutdown, on_exit=self._on_process_exit, before_stop=self._disconnect
@@ -126,11 +129,21 @@ class Node:
             on_event=self.events,
         )
 
+    def _auth_args(self) -> tuple[str, ...]:
+        """With ``[auth] enabled`` the embedded server loads ``auth.conf`` and requires its identities."""
+        if not self.cfg.auth.enabled:
+            return ()
+        conf = Path(self.cfg.auth.dir) / "auth.conf"
+        if not conf.is_file():
+            raise ConfigError("auth.dir", f"{conf} does not exist; run `foundation auth init --dir {self.cfg.auth.dir}`")
+        return ("--config", str(conf.resolve()))
+
     def _spec_for(self, pool: PoolConfig) -> Callable[[str], WorkerSpec]:
         def spec(slot: str) -> WorkerSpec:
             return WorkerSpec(
                 pool=pool, worker_id=slot, nats_url=self.nats_url, node=self.name,
                 connect_timeout=self.cfg.nats.connect_timeout, registry_ttl=self.cfg.node.registry_ttl,
+                identity=identity_for(self.cfg, "worker", f"{self.name}.{slot}"),
             )
 
         return spec
@@ -140,11 +153,15 @@ class Node:
         js = jetstream(self.nc)
         await declare_streams(js, self.cfg.nats)
         await declare_pool_consumer(js, pool)
+        # Declared here, not by the workers: a worker's identity may not create
+        # streams or buckets (broker.permissions).
+        await AttemptJournal.open(js)
 
     async def _ensure_connected(self) -> None:
         if self.nc is not None and not self.nc.is_closed:
             return
-        self.nc = await connect(self.nats_url, name=f"supervisor {self.name}", connect_timeout=self.cfg.nats.connect_timeout)
+        self.nc = await connect(self.nats_url, name=f"supervisor {self.name}", connect_timeout=self.cfg.nats.connect_timeout,
+                                **self.identity.connect_options())
         self.events.attach(self.nc)
         # Rounds run outside any node (the CLI) are counted by one node.
         await self.nc.subscribe(FORWARD_SUBJECT, queue=FORWARD_QUEUE, cb=_count_forwarded)

@@ -41,9 +41,9 @@ from workers.statestore import TRANSIENT
 
 log = logging.getLogger("foundation.worker.journal")
 
-ATTEMPTS_BUCKET = "task_attempts"
+ATTEMPTS_BUCKET = subjects.ATTEMPTS_BUCKET
 ATTEMPTS_TTL = 24 * 3600.0  # far beyond the longest redelivery schedule
-EXITS_STREAM = "WORKER_EXITS"
+EXITS_STREAM = subjects.EXITS_STREAM
 EXITS_MAX_AGE = 24 * 3600.0
 
 

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from broker import NatsUnavailableError, connect, die_with_parent
+from broker import Identity, IdentityError, NatsUnavailableError, connect, die_with_parent
 from config.schema import PoolConfig
 from workers.consumer import STOPPED, Worker
 from workers.exitcodes import EXIT_ERROR, EXIT_HANDLER_IMPORT, EXIT_NATS_UNAVAILABLE, EXIT_OK, EXIT_RECYCLE
@@ -40,6 +40,7 @@ class WorkerSpec:
     connect_timeout: float = 5.0
     log_level: int = logging.INFO
     registry_ttl: float = 10.0  # node.registry_ttl: how long the agent's entry outlives its heartbeats
+    identity: Identity = Identity()  # the agent's own identity when [auth] is enabled
 
 
 def _report(channel: Any, message: bytes) -> None:
@@ -87,8 +88,9 @@ async def _serve(spec: WorkerSpec, handler: Handler, channel: Any) -> int:
     from workers.metrics import MetricsMiddleware
 
     try:
-        nc = await connect(spec.nats_url, name=f"worker {spec.worker_id}", connect_timeout=spec.connect_timeout)
-    except NatsUnavailableError as exc:
+        nc = await connect(spec.nats_url, name=f"worker {spec.worker_id}", connect_timeout=spec.connect_timeout,
+                           **spec.identity.connect_options())
+    except (NatsUnavailableError, IdentityError) as exc:
         _report(channel, ERROR_PREFIX + str(exc).encode())
         return EXIT_NATS_UNAVAILABLE
     stop = asyncio.Event()

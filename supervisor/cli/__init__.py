@@ -10,12 +10,12 @@ import argparse
 import sys
 
 from config.errors import ConfigError, FoundationError
-from supervisor.cli import chaos, cluster, control, dashboards, market, publish, registry, up, variables
+from supervisor.cli import auth, chaos, cluster, control, dashboards, market, publish, registry, up, variables
 
 EXIT_USAGE = 2  # bad arguments or bad config
 EXIT_FAILED = 1
 
-COMMANDS = [up, publish, control, registry, variables, chaos, market, cluster, dashboards]
+COMMANDS = [up, publish, control, registry, variables, chaos, market, cluster, dashboards, auth]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,8 +9,8 @@ import argparse
 import asyncio
 from typing import Any
 
-from broker import connect, encode
-from supervisor.cli.common import add_client_options, client_url, load
+from broker import encode
+from supervisor.cli.common import add_client_options, connect_client, load
 from supervisor.control import request
 
 
@@ -61,7 +61,7 @@ def _call(args: argparse.Namespace, endpoint: str, body: dict[str, Any], show: A
     cfg = load(args)
 
     async def go() -> Any:
-        nc = await connect(client_url(args, cfg), name=f"foundation {endpoint}")
+        nc = await connect_client(args, cfg, f"foundation {endpoint}")
         try:
             return await request(nc, args.node or cfg.node.name, endpoint, body, timeout=args.timeout)
         finally:

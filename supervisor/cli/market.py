@@ -28,7 +28,8 @@ import os
 import time
 from typing import Any
 
-from broker import CodecError, connect, decode, encode, subjects
+from broker import CodecError, decode, encode, subjects
+from config import Config
 from config.errors import FoundationError
 from protocols.market import (
     Bid,
@@ -42,7 +43,7 @@ from protocols.market import (
 )
 from protocols.metrics import forward as forward_rounds
 from protocols.registry import ACCEPTING, open_registry
-from supervisor.cli.common import add_client_options, client_url, load
+from supervisor.cli.common import add_client_options, connect_client, load
 from workers.contractor import Offer
 
 KINDS = ("first-price", "vickrey")
@@ -83,16 +84,16 @@ def run_auction(args: argparse.Namespace) -> int:
         payload = decode(args.task.encode())
     except CodecError as exc:
         raise FoundationError(f"--task is not valid JSON: {exc}") from None
-    report = asyncio.run(_auction(client_url(args, cfg), args, payload))
+    report = asyncio.run(_auction(cfg, args, payload))
     print(encode(report).decode() if args.json else _text(report))
     if report.get("error"):
         raise FoundationError(report["error"])
     return 0
 
 
-async def _auction(url: str, args: argparse.Namespace, payload: Any) -> dict[str, Any]:
+async def _auction(cfg: Config, args: argparse.Namespace, payload: Any) -> dict[str, Any]:
     task_id = args.task_id or f"manual-{os.urandom(6).hex()}"
-    nc = await connect(url, name="foundation market")
+    nc = await connect_client(args, cfg, "foundation market")
     try:
         async with open_registry(nc) as registry:
             agents = sorted(e.id for e in registry.find(pool=args.pool) if e.status in ACCEPTING)

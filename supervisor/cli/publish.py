@@ -11,9 +11,10 @@ from typing import Any
 
 import orjson
 
-from broker import collect_results, connect, encode, jetstream, subjects
+from broker import collect_results, encode, jetstream, subjects
+from config import Config
 from config.errors import FoundationError
-from supervisor.cli.common import add_client_options, client_url, load
+from supervisor.cli.common import add_client_options, connect_client, load
 
 
 def register(sub: Any) -> None:
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     except orjson.JSONDecodeError as exc:
         raise FoundationError(f"the task body is not valid JSON: {exc}") from None
     cfg = load(args)
-    return asyncio.run(_publish(client_url(args, cfg), subjects.pool_of(args.subject), payload, args))
+    return asyncio.run(_publish(cfg, subjects.pool_of(args.subject), payload, args))
 
 
 class _Progress:
@@ -62,8 +63,8 @@ class _Progress:
         sys.stderr.flush()
 
 
-async def _publish(url: str, pool: str, payload: Any, args: argparse.Namespace) -> int:
-    nc = await connect(url, name="foundation publish")
+async def _publish(cfg: Config, pool: str, payload: Any, args: argparse.Namespace) -> int:
+    nc = await connect_client(args, cfg, "foundation publish", role="client")  # publishing tasks is the client's job
     js = jetstream(nc, timeout=30)
     run_id = uuid.uuid4().hex[:12]
     ids = [f"{run_id}-{i}" for i in range(args.count)]

@@ -6,10 +6,10 @@ import argparse
 import asyncio
 from typing import Any
 
-from broker import connect, decode, encode
+from broker import decode, encode
 from config.errors import FoundationError
 from protocols.registry import QUERY_SUBJECT
-from supervisor.cli.common import add_client_options, client_url, load
+from supervisor.cli.common import add_client_options, connect_client, load
 
 
 def register(sub: Any) -> None:
@@ -32,7 +32,7 @@ def run_ls(args: argparse.Namespace) -> int:
     async def go() -> dict[str, Any]:
         import nats.errors
 
-        nc = await connect(client_url(args, cfg), name="foundation registry")
+        nc = await connect_client(args, cfg, "foundation registry")
         try:
             msg = await nc.request(QUERY_SUBJECT, encode(request), timeout=10)
         except nats.errors.NoRespondersError:

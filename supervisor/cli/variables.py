@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from broker import connect, jetstream
+from broker import jetstream
 from config.errors import FoundationError
 from protocols.consensus import registry_finder
 from protocols.metrics import forward as forward_rounds
@@ -23,7 +23,7 @@ from protocols.variables import (
     load_space,
     open_variables_bucket,
 )
-from supervisor.cli.common import add_client_options, client_url, load
+from supervisor.cli.common import add_client_options, connect_client, load
 
 STAKE_CAPABILITY = "variables"  # agents with this capability vote on changes
 
@@ -51,7 +51,7 @@ def _run(args: argparse.Namespace, fn: Any) -> int:
     cfg = load(args)
 
     async def go() -> int:
-        nc = await connect(client_url(args, cfg), name="foundation vars")
+        nc = await connect_client(args, cfg, "foundation vars")
         try:
             kv = await open_variables_bucket(jetstream(nc))
             return await fn(nc, kv, args)
