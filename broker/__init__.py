@@ -10,11 +10,13 @@
 * :mod:`broker.permissions` — each role's subject permissions (pure data).
 * :mod:`broker.authconf` — ``foundation auth init``: role seeds and ``auth.conf``.
 * :mod:`broker.tasks` — publishing tasks and collecting results.
-* :mod:`broker.streams` — idempotent stream, consumer and bucket declarations.
+* :mod:`broker.catalog` — every stream and KV bucket the project declares.
+* :mod:`broker.streams` — idempotent declarations of those, and pool consumers.
+* :mod:`broker.retry` — retrying calls through outages and leader elections.
 * :mod:`broker.monitor` — polling a server's monitoring endpoint (/varz, /jsz).
 """
 
-from broker import monitor, subjects
+from broker import catalog, monitor, subjects
 from broker.codec import (
     BodyTooLargeError,
     CodecError,
@@ -47,8 +49,12 @@ from broker.server import (
     server_binary,
     wait_ready,
 )
+from broker.retry import is_transient, retrying
+from broker.retry import publish as publish_retrying
 from broker.streams import (
+    DeclarationError,
     consumer_config,
+    declare_all,
     declare_pool_consumer,
     declare_streams,
     key_value,
@@ -65,8 +71,8 @@ from broker.tasks import (
 __all__ = [
     "AuthInitError", "Identity", "IdentityError", "NKEY_ENV", "PASSWORD_ENV", "ROLES", "identity_for",
     "identity_from_config", "init_auth", "role_identity", "worker_agents", "worker_identity",
-    "BodyTooLargeError", "ClusterError", "CodecError", "LocalCluster", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",
+    "BodyTooLargeError", "ClusterError", "CodecError", "DeclarationError", "LocalCluster", "declare_all", "is_transient", "publish_retrying", "retrying", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",
     "ServerAddress", "TRANSIENT_ERRORS", "ServerNotReadyError", "ServerOptions", "connect", "consumer_config", "decode",
     "dead_letter_headers", "declare_pool_consumer", "declare_streams", "error_line", "result_body", "die_with_parent", "encode", "jetstream", "key_value",
-    "one_line", "publish_task", "read_stream", "ResultCollector", "collect_results", "task_id_of", "server_binary", "stream_configs", "subjects", "wait_ready", "monitor",
+    "one_line", "publish_task", "read_stream", "ResultCollector", "collect_results", "task_id_of", "server_binary", "stream_configs", "subjects", "wait_ready", "monitor", "catalog",
 ]

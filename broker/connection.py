@@ -27,6 +27,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     nats.js.errors.NoStreamResponseError,
     nats.errors.ConnectionReconnectingError,
     nats.errors.OutboundBufferLimitError,
+    nats.js.errors.ServiceUnavailableError,  # 503: no leader for the stream just now (a cluster electing one)
     asyncio.TimeoutError,
 )
 """Errors after which a NATS call may succeed if retried once NATS is back."""
@@ -47,7 +48,9 @@ async def connect(
     pending limit, then fail with an error the caller handles.
 
     Args:
-        url: ``nats://host:port`` (comma-separated for a cluster).
+        url: ``nats://host:port``, comma-separated for a cluster: tried in
+            that order, and on a loss the client moves to the next one (or
+            to a server the cluster told it about).
         name: connection name, shown by the server's monitoring.
         connect_timeout: seconds for the first connection.
         reconnect: keep reconnecting after a loss.
@@ -66,7 +69,10 @@ async def connect(
         log.info("nats %s: reconnected", name)
 
     opts: dict[str, Any] = dict(
-        servers=url.split(","),
+        servers=[u.strip() for u in url.split(",") if u.strip()],
+        # In the order given: each host lists its own server first and moves
+        # to the next only when that one is gone.
+        dont_randomize=True,
         name=name,
         connect_timeout=connect_timeout,
         allow_reconnect=reconnect,

@@ -11,12 +11,16 @@ from config.errors import BrokerError
 TASKS_STREAM = "TASKS"
 RESULTS_STREAM = "RESULTS"
 DLQ_STREAM = "DLQ"
+EXITS_STREAM = "WORKER_EXITS"
 
 REGISTRY_BUCKET = "registry"
 AGENT_STATE_BUCKET = "agent_state"
 VARIABLES_BUCKET = "variables"
 ATTEMPTS_BUCKET = "task_attempts"  # the attempt journal of workers (keys <pool>.<stream seq>)
-EXITS_STREAM = "WORKER_EXITS"  # worker exit events, kept for dead letters
+CONSENSUS_BUCKET = "consensus"
+QUOTA_BUCKET = "quota"
+BARRIER_BUCKET = "barriers"
+LEASE_BUCKET = "leases"
 
 SERVICE_NAME = "foundation"
 
@@ -62,6 +66,11 @@ def pool_of(subject: str) -> str:
 def consumer(pool: str) -> str:
     """Durable name of the pool's pull consumer on ``TASKS``."""
     return f"pool-{token(pool, 'pool name')}"
+
+
+def exit_events(node: str = "*") -> list[str]:
+    """Subjects of the worker exit and quota breach events (the ``WORKER_EXITS`` stream)."""
+    return [f"foundation.events.{node}.exit", f"foundation.events.{node}.quota"]
 
 
 def event(node: str, kind: str) -> str:

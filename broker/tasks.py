@@ -16,8 +16,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
 
-from broker import subjects
+from broker import retry, subjects
 from broker.codec import decode, encode
+from broker.retry import RETRY_DEADLINE
 
 
 async def publish_task(
@@ -28,21 +29,32 @@ async def publish_task(
     task_id: str | None = None,
     reply_to: str | None = None,
     raw: bytes | None = None,
+    deadline: float = RETRY_DEADLINE,
 ) -> PubAck:
     """Publish one task to ``tasks.<pool>`` and wait for the stream's ack.
+
+    With a ``task_id``, a publish whose outcome is unknown (no ack: a
+    timeout, a leader election, a reconnect) is retried with the same
+    ``Nats-Msg-Id`` for up to ``deadline`` seconds; the stream keeps one
+    copy. Without one, a retry could store the task twice, so there is none.
 
     Args:
         payload: JSON-able body (ignored when ``raw`` is given).
         task_id: sent as ``Nats-Msg-Id``; without it the id is ``TASKS:<seq>``.
         reply_to: a subject that also receives the result.
         raw: exact body bytes, e.g. to publish something that is not JSON.
+        deadline: seconds to keep retrying a task with an id.
+
+    Raises:
+        NatsUnavailableError: no ack within ``deadline`` (the task may or may
+            not be stored; publishing it again with the same id is safe).
     """
     headers: dict[str, str] = {}
-    if task_id:
-        headers[subjects.MSG_ID] = task_id
     if reply_to:
         headers[subjects.REPLY_TO] = reply_to
     data = raw if raw is not None else encode(payload)
+    if task_id:
+        return await retry.publish(js, subjects.tasks(pool), data, msg_id=task_id, headers=headers, deadline=deadline)
     return await js.publish(subjects.tasks(pool), data, headers=headers or None)
 
 

@@ -15,6 +15,7 @@ from config.errors import ConfigError
 _POOL_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 RESTART_TYPES = ("permanent", "transient", "temporary")
 DISPATCH_MODES = ("queue", "market")
+_SYNC = re.compile(r"^(always|[0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))$")
 
 
 def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
@@ -67,6 +68,8 @@ class NatsConfig:
     user: str = ""  # with a password from $FOUNDATION_NATS_PASSWORD or password_file, never the config
     password_file: str = ""
     tls: TlsConfig = field(default_factory=TlsConfig)
+    replicas: int = 1  # of every stream and KV bucket; 3 on a 3-server cluster
+    sync: str = ""  # JetStream sync_interval of the embedded server: "always" or "<n>ms|s|m|h"; "" = 2m
 
     def __post_init__(self) -> None:
         for name in ("results_max_age", "dlq_max_age", "duplicate_window", "connect_timeout"):
@@ -79,8 +82,18 @@ class NatsConfig:
             raise ConfigError(f"nats.{given[1]}", f"give one identity: {' and '.join(given)} are both set")
         if self.password_file and not self.user:
             raise ConfigError("nats.password_file", "a password needs nats.user")
-        if self.url and not self.url.startswith(("nats://", "tls://", "ws://", "wss://")):
-            raise ConfigError("nats.url", f"must start with nats:// (or tls://), got {self.url!r}; leave it empty for the embedded server")
+        if not 1 <= self.replicas <= 5:
+            raise ConfigError("nats.replicas", f"must be 1..5 (NATS keeps at most 5 replicas), got {self.replicas}")
+        if self.sync and not _SYNC.match(self.sync):
+            raise ConfigError("nats.sync", f'must be "always" or a duration such as "1s", "500ms", "2m", got {self.sync!r}')
+        for url in self.servers:
+            if not url.startswith(("nats://", "tls://", "ws://", "wss://")):
+                raise ConfigError("nats.url", f"must start with nats:// (or tls://), comma-separated for a cluster, got {url!r}; leave it empty for the embedded server")
+
+    @property
+    def servers(self) -> list[str]:
+        """The server list of ``url`` (comma-separated, blanks ignored)."""
+        return [u.strip() for u in self.url.split(",") if u.strip()]
 
     @property
     def embedded(self) -> bool:

@@ -33,11 +33,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from broker import codec, streams
+from broker import codec, streams, subjects
 from config.errors import ProtocolError
 from protocols.metrics import timed_round
 
-BARRIER_BUCKET = "barriers"
+BARRIER_BUCKET = subjects.BARRIER_BUCKET
 _VERSION = 1
 
 

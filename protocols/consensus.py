@@ -53,7 +53,7 @@ from protocols.metrics import timed_round
 
 log = logging.getLogger("foundation.protocols.consensus")
 
-CONSENSUS_BUCKET = "consensus"
+CONSENSUS_BUCKET = subjects.CONSENSUS_BUCKET
 YES, NO, ABSTAIN = "yes", "no", "abstain"
 _VOTES = (YES, NO, ABSTAIN)
 _VERSION = 1

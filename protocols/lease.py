@@ -53,12 +53,12 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from broker import codec, streams
+from broker import codec, streams, subjects
 from config.errors import ProtocolError
 
 log = logging.getLogger("foundation.protocols.lease")
 
-LEASE_BUCKET = "leases"
+LEASE_BUCKET = subjects.LEASE_BUCKET
 _VERSION = 1
 _KEY = re.compile(r"^[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*$")
 

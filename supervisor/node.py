@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from broker import ServerOptions, connect, declare_pool_consumer, declare_streams, identity_for, jetstream, subjects
+from broker import DeclarationError, ServerOptions, connect, declare_all, declare_pool_consumer, identity_for, jetstream, subjects
 from config.errors import ConfigError, FoundationError
 from config.schema import Config, PoolConfig
 from protocols.metrics import FORWARD_QUEUE, FORWARD_SUBJECT, count_forwarded
@@ -43,16 +43,17 @@ from supervisor.pool import PoolSupervisor
 from supervisor.quota import Breach, ResourceSampler
 from supervisor.systemd import Notifier
 from supervisor.tree import EXIT_ESCALATED, EXIT_START_FAILED, Supervisor
-from workers.journal import AttemptJournal
 from workers.process import WorkerSpec
 
 log = logging.getLogger("foundation.node")
 
 
+EXIT_DECLARATION = 2  # like a config error: a stream or bucket differs in a way only the operator can fix
+STATUS_INTERVAL = 1.0  # seconds between STATUS= refreshes (and watchdog pings, at most)
+
+
 async def _count_forwarded(msg: Any) -> None:
     count_forwarded(msg.data)
-
-STATUS_INTERVAL = 1.0  # seconds between STATUS= refreshes (and watchdog pings, at most)
 
 
 class Node:
@@ -104,6 +105,7 @@ class Node:
                 monitor_port=self.cfg.nats.monitor_port,
                 name=self.name,
                 extra_args=self._auth_args(),
+                sync=self.cfg.nats.sync,
             )
             self.nats_child = NatsServerChild(
                 opts, shutdown=self.cfg.supervisor.shutdown, on_exit=self._on_process_exit, before_stop=self._disconnect
@@ -150,18 +152,16 @@ class Node:
 
     async def _prepare_pool(self, pool: PoolConfig) -> None:
         await self._ensure_connected()
-        js = jetstream(self.nc)
-        await declare_streams(js, self.cfg.nats)
-        await declare_pool_consumer(js, pool)
-        # Declared here, not by the workers: a worker's identity may not create
-        # streams or buckets (broker.permissions).
-        await AttemptJournal.open(js)
+        await declare_pool_consumer(jetstream(self.nc), pool)
 
     async def _ensure_connected(self) -> None:
         if self.nc is not None and not self.nc.is_closed:
             return
         self.nc = await connect(self.nats_url, name=f"supervisor {self.name}", connect_timeout=self.cfg.nats.connect_timeout,
                                 **self.identity.connect_options())
+        # Every stream and bucket, with nats.replicas, before anything uses one
+        # (workers may not create any: broker.permissions).
+        await declare_all(jetstream(self.nc), self.cfg.nats)
         self.events.attach(self.nc)
         # Rounds run outside any node (the CLI) are counted by one node.
         await self.nc.subscribe(FORWARD_SUBJECT, queue=FORWARD_QUEUE, cb=_count_forwarded)
@@ -263,6 +263,11 @@ class Node:
             self.announce(f"metrics: {self.metrics_url}")
         try:
             await self.root.start()
+        except DeclarationError as exc:  # a stream or bucket NATS holds differently: the operator's call
+            self.announce(f"foundation: {exc}")
+            self.notifier.stopping(f"failed to start: {exc}")
+            await self._close()
+            return EXIT_DECLARATION
         except FoundationError as exc:  # a child, or a declaration or service it needs
             self.announce(f"foundation: {exc}")
             self.notifier.stopping(f"failed to start: {exc}")

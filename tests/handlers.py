@@ -148,3 +148,12 @@ def stuck_first(payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
         time.sleep(float(payload.get("seconds", 60)))
     ctx.state["count"] = ctx.state.get("count", 0) + 1
     return {"attempt": ctx.attempt}
+
+
+async def where(payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """Returns the worker's pid (which node served the task); with ``count``,
+    counts the task in ``ctx.state`` first; works ``seconds``."""
+    await asyncio.sleep(float(payload.get("seconds", 0)))
+    if payload.get("count"):
+        ctx.state["count"] = ctx.state.get("count", 0) + 1
+    return {"pid": os.getpid()}

@@ -34,7 +34,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from broker import CodecError, decode, error_line, jetstream, result_body, subjects
+from broker import CodecError, decode, error_line, is_transient, jetstream, result_body, subjects
 from config.schema import PoolConfig
 from workers.context import TaskContext
 from workers.deadletter import DeadLetters
@@ -113,6 +113,7 @@ class Worker(StatefulTasks):
         self._tasks: dict[asyncio.Task[None], Delivery] = {}
         self._sub: Any = None
         self._last_fetch = (time.monotonic(), 0)
+        self._fetch_retry = 0.0  # seconds to back off before the next fetch; grows while fetches fail
 
     @property
     def in_flight(self) -> int:
@@ -176,6 +177,17 @@ class Worker(StatefulTasks):
             log.warning("%s: fetch failed (%s); waiting for NATS", self.worker_id, type(exc).__name__)
             await self._wait_connected()
             return
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # The consumer has no leader just now (its server died; the
+            # cluster is electing another): the same fetch works once it has
+            # one. Restarting the worker would not make that sooner.
+            self._fetch_retry = min(max(self._fetch_retry * 2, 0.05), 1.0)
+            log.warning("%s: fetch failed (%s); retrying in %.2fs", self.worker_id, type(exc).__name__, self._fetch_retry)
+            await asyncio.sleep(self._fetch_retry)
+            return
+        self._fetch_retry = 0.0
         for i, msg in enumerate(msgs):
             # A message left over from an earlier fetch may have been
             # delivered as early as that fetch was sent: its lease starts there.

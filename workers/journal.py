@@ -33,22 +33,17 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
-from broker import decode, encode, key_value, subjects
+from broker import catalog, decode, encode, key_value, subjects
 from workers.statestore import TRANSIENT
 
 log = logging.getLogger("foundation.worker.journal")
 
 ATTEMPTS_BUCKET = subjects.ATTEMPTS_BUCKET
-ATTEMPTS_TTL = 24 * 3600.0  # far beyond the longest redelivery schedule
+ATTEMPTS_TTL = catalog.ATTEMPTS_TTL
 EXITS_STREAM = subjects.EXITS_STREAM
-EXITS_MAX_AGE = 24 * 3600.0
-
-
-def _exit_subjects(node: str = "*") -> list[str]:
-    return [f"foundation.events.{node}.exit", f"foundation.events.{node}.quota"]
 
 
 class AttemptJournal:
@@ -165,17 +160,8 @@ async def _exit_log(js: JetStreamContext) -> str | None:
         return await js.find_stream_name_by_subject(probe)
     except nats.js.errors.NotFoundError:
         pass
-    config = StreamConfig(
-        name=EXITS_STREAM,
-        subjects=_exit_subjects(),
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        max_age=EXITS_MAX_AGE,
-        max_msgs=100_000,
-        discard=DiscardPolicy.OLD,
-    )
     try:
-        await js.add_stream(config)
+        await js.add_stream(catalog.exits_stream())
     except nats.js.errors.BadRequestError as exc:
         if exc.err_code != 10058:  # 10058: created meanwhile by another worker
             log.warning("exit log stream not declared (%s); deaths will be reported without their exit status", exc.description)

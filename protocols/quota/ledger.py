@@ -30,7 +30,7 @@ from nats.js.kv import KeyValue
 from broker import codec, jetstream, key_value, subjects
 from protocols.quota.errors import LedgerConflictError, QuotaError, QuotaUnavailableError
 
-QUOTA_BUCKET = "quota"
+QUOTA_BUCKET = subjects.QUOTA_BUCKET
 RECORD_TTL = 3600.0
 _VERSION = 1
 _WRONG_LAST_SEQUENCE = (10071, 10164)

@@ -32,11 +32,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
-from broker import codec, streams, subjects
+from broker import catalog, codec, streams, subjects
 from protocols.variables.approval import Approval, ChangeRejectedError, ChangeRequest
 from protocols.variables.space import ParameterSpace, VariableError, variable_from_dict, variable_to_dict
 
-HISTORY = 64  # the most revisions a NATS KV bucket keeps per key
+HISTORY = catalog.VARIABLES_HISTORY  # the most revisions a NATS KV bucket keeps per key
 _VERSION = 1
 
 

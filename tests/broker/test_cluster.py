@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from nats.js.api import StreamConfig
 
-from broker import ClusterError, LocalCluster, connect, jetstream
+from broker import ClusterError, LocalCluster, connect, jetstream, retrying
 
 FOUNDATION = str(Path(sys.executable).parent / "foundation")
 
@@ -32,12 +32,13 @@ async def test_r3_stream_survives_kill_of_its_leader(nats_cluster: LocalCluster)
         assert not nats_cluster.running(leader)
         successor = nats_cluster.leader("S", timeout=30)
         assert successor != leader
-        info = await js.stream_info("S")
+        # The client may be moving off the dead server: calls retry until answered.
+        info = await retrying(lambda: js.stream_info("S"), what="stream info")
         assert info.state.messages == 10
 
         nats_cluster.restart(leader)
         assert nats_cluster.running(leader)
-        info = await js.stream_info("S")
+        info = await retrying(lambda: js.stream_info("S"), what="stream info")
         assert info.cluster is not None
         assert sorted([info.cluster.leader] + [p.name for p in info.cluster.replicas]) == ["n1", "n2", "n3"]
     finally:

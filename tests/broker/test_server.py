@@ -11,7 +11,7 @@ async def test_streams_declared_idempotently(nc) -> None:
     await declare_streams(js, NatsConfig())
     await declare_streams(js, NatsConfig())  # a second node declaring again
     names = sorted([s.config.name for s in await js.streams_info()])
-    assert names == ["DLQ", "RESULTS", "TASKS"]
+    assert names == ["DLQ", "RESULTS", "TASKS", "WORKER_EXITS"]
     tasks = await js.stream_info(subjects.TASKS_STREAM)
     assert tasks.config.retention == "workqueue"
 
