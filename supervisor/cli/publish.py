@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from broker import collect_results, encode, jetstream, subjects
+from broker import collect_results, encode, is_transient, jetstream, publish_retrying, subjects
 from config import Config
 from config.errors import FoundationError
 from supervisor.cli.common import add_client_options, connect_client, load
@@ -81,7 +81,14 @@ async def _publish(cfg: Config, pool: str, payload: Any, args: argparse.Namespac
                 if progress and i % 500 == 0:
                     progress(i)
             acks = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [a for a in acks if isinstance(a, BaseException)]
+            # An ack that did not come (a timeout, a leader election, a
+            # reconnect) leaves the outcome unknown: publish again with the
+            # same id, which the stream stores at most once.
+            unknown = [task_id for task_id, a in zip(ids, acks) if isinstance(a, BaseException) and is_transient(a)]
+            retried = await asyncio.gather(
+                *(publish_retrying(js, subjects.tasks(pool), data, msg_id=t) for t in unknown), return_exceptions=True)
+            failed = [a for a in acks if isinstance(a, BaseException) and not is_transient(a)]
+            failed += [a for a in retried if isinstance(a, BaseException)]
             if progress:
                 progress(args.count)
             if failed:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from broker import LocalCluster, catalog, connect, decode, jetstream, publish_task, read_stream, subjects
+from broker import LocalCluster, catalog, connect, decode, jetstream, publish_task, read_stream, retrying, subjects
 from tests.nodeproc import NodeProcess
 from tests.supervisor.cluster import start_node, stop_all
 from tests.supervisor.test_up import worker_pids
@@ -84,7 +84,7 @@ async def failover_run(cluster: LocalCluster, nc, stream: str, payload: dict) ->
 
     await until(all_results, 120, f"{N} results")
     served = {}
-    for msg in await read_stream(js, subjects.RESULTS_STREAM, subjects.results("p")):
+    for msg in await retrying(lambda: read_stream(js, subjects.RESULTS_STREAM, subjects.results("p")), what="read results"):
         body = decode(msg.data)
         served[body["task_id"]] = body["result"]["pid"]
     return served, down
@@ -102,15 +102,17 @@ async def test_kill_9_of_a_stream_leader_loses_nothing_and_restarts_no_worker(tm
 
         assert sorted(served) == sorted(f"t-{i}" for i in range(N))  # lost = 0
         js = jetstream(nc)
-        assert (await js.stream_info(subjects.DLQ_STREAM)).state.messages == 0
-        after = {node: await worker_pids(nc, node) for node in ("a", "b")}
+        # The restarted server may still be catching up: calls retry as any client's do.
+        assert (await retrying(lambda: js.stream_info(subjects.DLQ_STREAM), what="DLQ info")).state.messages == 0
+        after = {node: await retrying(lambda n=node: worker_pids(nc, n), what="status") for node in ("a", "b")}
         assert after == before, "a worker was restarted during the failover:\n" + "".join(a.output[-60:] + b.output[-60:])
         late = {served[f"t-{i}"] for i in range(N // 3, N)}
         for node in ("a", "b"):
             assert late & set(before[node].values()), f"node {node} served no task after the kill"
         assert a.proc.poll() is None and b.proc.poll() is None
         if stateful:
-            states = await (await StateStore.open(js)).peers("p")
+            store = await retrying(lambda: StateStore.open(js), what="open agent_state")
+            states = await retrying(lambda: store.peers("p"), what="read agent states")
             # Effectively once: each task counted exactly once across all agents.
             assert sum(int(s.state.get("count", 0)) for s in states.values()) == N
             assert {k.split(".", 1)[0] for k in states} == {"a", "b"}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from broker import LocalCluster, collect_results, connect, jetstream, key_value, publish_task, subjects
+from broker import LocalCluster, collect_results, connect, jetstream, key_value, publish_task, retrying, subjects
 from protocols.election import election_key
 from protocols.lease import read_lease
 from protocols.quota import Ledger
@@ -56,14 +56,15 @@ async def test_quota_service_and_its_node_survive_the_death_of_their_server(tmp_
             done = await results.wait_for(first | second, timeout=120)
 
         assert all(r["ok"] for r in done.values())
-        windows = await (await Ledger.open(nc, "q")).windows()
+        ledger = await retrying(lambda: Ledger.open(nc, "q"), what="open the ledger")
+        windows = await retrying(ledger.windows, what="read the ledger")
         assert all(w.granted <= RATE for w in windows), [(w.index, w.granted) for w in windows]
         assert sum(w.granted for w in windows) >= len(first | second)
-        after = {node: await worker_pids(nc, node, "q") for node in ("a", "b")}
+        after = {node: await retrying(lambda n=node: worker_pids(nc, n, "q"), what="status") for node in ("a", "b")}
         assert after == before, "a worker was restarted:\n" + "".join(a.output[-80:] + b.output[-80:])
         served_late = {done[t]["result"]["pid"] for t in second}
         assert served_late & set(before[holder].values()), f"node {holder} stopped serving after its server died"
-        record = await read_lease(leases, election_key("quota.q"))
+        record = await retrying(lambda: read_lease(leases, election_key("quota.q")), what="read the lease")
         assert record is not None and record.term >= term
         print(f"quota leader {holder} (term {term}) lost server {victim}; leader now {record.holder} (term {record.term})")
         assert a.proc.poll() is None and b.proc.poll() is None
