@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -92,7 +93,17 @@ class ServerOptions:
     def conf_file(self) -> Path:
         return self.store_dir / "nats-server.conf"
 
+    def _split_config(self) -> tuple[list[str], str | None]:
+        """``extra_args`` without a ``--config FILE`` it holds, and that file."""
+        extra = list(self.extra_args)
+        if "--config" in extra:
+            i = extra.index("--config")
+            return extra[:i] + extra[i + 2:], extra[i + 1]
+        return extra, None
+
     def argv(self) -> list[str]:
+        # With sync, our config file carries the caller's --config (see prepare).
+        extra = self._split_config()[0] if self.sync else list(self.extra_args)
         conf = ["--config", str(self.conf_file)] if self.sync else []
         cluster: list[str] = []
         if self.cluster_port:
@@ -111,7 +122,7 @@ class ServerOptions:
             "--log", str(self.log_file),
             *cluster,
             *conf,
-            *self.extra_args,
+            *extra,
         ]
 
     def prepare(self) -> None:
@@ -121,8 +132,11 @@ class ServerOptions:
             stale.unlink(missing_ok=True)
         if self.sync:
             # Command-line flags win over the file; the file only carries what
-            # has no flag.
-            self.conf_file.write_text(f"jetstream {{\n  sync_interval: {json.dumps(self.sync)}\n}}\n")
+            # has no flag. A server takes one --config: a caller's (auth.conf)
+            # is included from ours, by a path relative to ours.
+            _, included = self._split_config()
+            include = f"include {json.dumps(os.path.relpath(Path(included).resolve(), self.conf_file.parent.resolve()))}\n" if included else ""
+            self.conf_file.write_text(f"{include}jetstream {{\n  sync_interval: {json.dumps(self.sync)}\n}}\n")
 
 
 @dataclass(frozen=True)

@@ -86,3 +86,22 @@ def test_cli_cluster_up_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_sync_keeps_a_config_file_given_by_the_caller(tmp_path: Path) -> None:
+    import json
+    import urllib.request
+
+    from broker import EmbeddedServer, NatsUnavailableError, ServerOptions
+
+    auth = tmp_path / "auth" / "auth.conf"
+    auth.parent.mkdir()
+    auth.write_text('authorization { token: "s3cret" }\n')
+    opts = ServerOptions(store_dir=tmp_path / "nats", sync="always", extra_args=("--config", str(auth)))
+    with EmbeddedServer(opts) as server:
+        with urllib.request.urlopen(f"{server.address.monitor_url}/jsz") as resp:
+            assert json.loads(resp.read())["config"].get("sync_always") is True
+        with pytest.raises(NatsUnavailableError):
+            await connect(server.url, name="no token", connect_timeout=2, reconnect=False)
+        nc = await connect(server.url.replace("nats://", "nats://s3cret@"), name="token")
+        await nc.close()
