@@ -144,11 +144,23 @@ class _LockedCollector:
     def __init__(self, path: str) -> None:
         from prometheus_client.multiprocess import MultiProcessCollector
 
+        self._path = path
         self._inner = MultiProcessCollector(None, path=path)
 
     def collect(self) -> Any:
+        # A process that is creating its file has it open but not yet sized:
+        # the file exists with 0 bytes for a moment, and reading it then raises
+        # struct.error. Such a file holds no values yet, so it is skipped.
         with _lock:
-            return list(self._inner.collect())
+            files = [f for f in glob.glob(os.path.join(self._path, "*.db")) if _sized(f)]
+            return list(self._inner.merge(files, accumulate=True))
+
+
+def _sized(path: str) -> bool:
+    try:
+        return os.path.getsize(path) >= 8
+    except OSError:  # removed by child_exited since the glob
+        return False
 
 
 class _SampledCollector:

@@ -71,3 +71,18 @@ async def test_churn_keeps_totals_and_a_bounded_metrics_dir(tmp_path: Path, nats
         assert _value(text, "foundation_worker_restarts_total", pool="p", reason="signal") == CHURN
     finally:
         assert node.stop() == 0
+
+
+def test_a_file_being_created_is_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker that is creating its value file has it at 0 bytes for a moment;
+    # a scrape or a status request at that moment must not fail.
+    from prometheus_client import Counter, CollectorRegistry
+    from prometheus_client.values import MultiProcessValue
+
+    from supervisor import metrics
+
+    monkeypatch.setenv(metrics.ENV, str(tmp_path))
+    monkeypatch.setattr("prometheus_client.values.ValueClass", MultiProcessValue(lambda: 4242))
+    Counter("foundation_probe", "probe", ["pool"], registry=CollectorRegistry()).labels("p").inc(3)
+    (tmp_path / "counter_4243.db").touch()
+    assert metrics.totals("foundation_probe", "pool") == {"p": 3.0}
