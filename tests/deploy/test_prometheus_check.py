@@ -5,14 +5,16 @@ fail, are not JSON, or kill their worker on every attempt; a cluster-wide
 rate quota), ``voters`` (answer votes of group ``obs`` and variable changes),
 ``market`` (market dispatch: every task is a Contract Net auction) and
 ``coord`` (one task runs a vote, a Byzantine decision, an election, a lock, a
-barrier and four sealed-bid auctions inside the node). A voter is killed with
+barrier and four sealed-bid auctions inside the node) and ``hog`` (a task that
+blows its worker's memory: killed by the RSS quota, the pool escalates). A voter is killed with
 SIGKILL and a shared variable is changed by vote. Prometheus scrapes the node
 every second with the shipped rules — copied with every alert's ``for:`` set
 to 0s, expressions unchanged — and the test waits until:
 
 * Prometheus sees what the workload did (each figure below), then
 * every panel query and every recording rule returns at least one series,
-  every alert expression evaluates, and the DLQ and restart-storm alerts fire.
+  every alert expression evaluates, and the DLQ, restart-storm, quota-kill
+  and escalation alerts fire.
 
 It prints how many series each panel's query returned.
 """
@@ -54,6 +56,9 @@ SEEN = [
     'sum(foundation_worker_restarts_total{pool="work", reason="exit"}) >= 6',
     'sum(foundation_worker_restarts_total{pool="voters", reason="signal"}) >= 1',
     'sum(foundation_quota_tokens_granted_total{pool="work"}) >= 31',
+    'sum(foundation_quota_kills_total{pool="hog", kind="rss"}) >= 2',
+    'sum(foundation_supervisor_escalations_total{supervisor="pool:hog"}) >= 2',
+    'sum(foundation_tasks_dead_lettered_total{pool="hog", reason="worker_died"}) >= 1',
     'sum(foundation_quota_leader_changes_total{pool="work"}) >= 1',
     'sum(foundation_coord_rounds_total{protocol="consensus", outcome="accepted"}) >= 2',
     'sum(foundation_coord_rounds_total{protocol="bft", outcome="decided"}) >= 4',
@@ -68,7 +73,7 @@ SEEN = [
     'min(foundation_nats_jetstream_up) == 1',
     "min(foundation_node_ready) == 1",
 ]
-MUST_FIRE = {"FoundationDLQGrowing", "FoundationRestartStorm"}
+MUST_FIRE = {"FoundationDLQGrowing", "FoundationRestartStorm", "FoundationQuotaKill", "FoundationEscalation"}
 # Every foundation_* family /metrics serves and its labels besides node (counters
 # without _total): names and labels are a contract with dashboards and alerts.
 INVENTORY = {
@@ -153,7 +158,13 @@ def _config(tmp_path: Path) -> Path:
             "voters": {"handler": "tests.handlers:judge", "size": 2, "capabilities": ["vote:obs", "variables"]},
             "market": {"handler": "workers.examples:echo", "size": 2, "dispatch": "market"},
             "coord": {"handler": "tests.deploy.workload:coordinate", "size": 1, "concurrency": 1},
+            # Last, so the root's rest_for_one restarts only it: a task that blows
+            # its worker's memory is killed by the RSS quota, and the pool (allowed
+            # no restart) escalates to the root each time.
+            "hog": {"handler": "tests.handlers:poison", "size": 1, "max_restarts": 0, "ack_wait": 1,
+                    "max_deliver": 2, "backoff": [0.1], "quota": {"max_rss_mb": 120}},
         },
+        supervisor={"max_restarts": 10, "max_seconds": 10},
         **{'variables."lr"': {"kind": "float", "default": 0.1, "low": 0.0, "high": 1.0}},
     )
 
@@ -184,19 +195,23 @@ async def _workload(url: str, config: Path) -> None:
             for i in range(3):
                 await task("work", {"exit": True}, f"poison{i}")
                 got.update(await results.wait_for([f"poison{i}"], timeout=60))
+            await task("hog", {"hog": True}, "hog")
+            got.update(await results.wait_for(["hog"], timeout=60))
         failed = {t for t in ids if not got[t]["ok"]}
-        assert failed == {"fail-always", "poison0", "poison1", "poison2", "garbage"}, {t: got[t].get("error") for t in failed}
+        assert failed == {"fail-always", "poison0", "poison1", "poison2", "garbage", "hog"}, {t: got[t].get("error") for t in failed}
         assert got["coordinate"]["result"]["vote"] == "accepted", got["coordinate"]
+        proposed = await asyncio.to_thread(
+            subprocess.run,
+            [FOUNDATION, "vars", "propose", "lr", "0.05", "--config", str(config), "--url", url, "--deadline", "10"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert proposed.returncode == 0, proposed.stdout + proposed.stderr
+        # After the vote: a voter killed mid-vote would leave its ballot unanswered.
         status = await request(nc, "test", "status")
         voter = next(w["pid"] for w in status["pools"]["voters"]["workers"] if w["running"])
         os.kill(voter, signal.SIGKILL)
     finally:
         await nc.close()
-    proposed = await asyncio.to_thread(
-        subprocess.run, [FOUNDATION, "vars", "propose", "lr", "0.05", "--config", str(config), "--url", url, "--deadline", "10"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert proposed.returncode == 0, proposed.stdout + proposed.stderr
 
 
 def _inventory(url: str) -> dict[str, tuple[str, ...]]:
@@ -236,7 +251,7 @@ async def test_every_panel_and_rule_returns_series_under_a_real_workload(tmp_pat
 
         await _workload(nats_url, config)
 
-        await _until(lambda: all(prom.query(e) for e in SEEN), 60,
+        await _until(lambda: all(prom.query(e) for e in SEEN), 120,
                      "the workload in Prometheus", lambda: [e for e in SEEN if not prom.query(e)])
         panels = panel_queries()
         rules = prom.rules()
@@ -252,7 +267,7 @@ async def test_every_panel_and_rule_returns_series_under_a_real_workload(tmp_pat
             return {"empty": [e for e, n in counts.items() if n == 0 or isinstance(n, str)],
                     "not firing": sorted(MUST_FIRE - prom.firing())}
 
-        await _until(complete, 60, "every panel and recording rule to return series", missing)
+        await _until(complete, 120, "every panel and recording rule to return series", missing)
         assert await asyncio.to_thread(_inventory, metrics_url) == INVENTORY
         alerts = {r["name"]: r["query"] for r in rules if r["type"] == "alerting"}
         for name, expr in alerts.items():
