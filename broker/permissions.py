@@ -154,6 +154,7 @@ def operator(public_key: str) -> Permissions:
             # `vars propose`: the consensus round among stakeholders, then the agreed value.
             "coord.consensus.>", f"$KV.{CONSENSUS_BUCKET}.>", "coord.bft.>", f"$KV.{subjects.VARIABLES_BUCKET}.>",
             "coord.cnp.>",  # `market auction`
+            subjects.METRICS_ROUNDS,  # the rounds of those two, for a node to count
             "_INBOX.>",
         ),
         subscribe=(">",),

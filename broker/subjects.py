@@ -23,6 +23,7 @@ BARRIER_BUCKET = "barriers"
 LEASE_BUCKET = "leases"
 
 SERVICE_NAME = "foundation"
+METRICS_ROUNDS = "foundation.metrics.rounds"  # coordination rounds run outside a node, counted by one node
 
 # Header names. Nats-Msg-Id is the server's deduplication header.
 MSG_ID = "Nats-Msg-Id"

@@ -41,6 +41,8 @@ from typing import Any, TypeVar
 
 from prometheus_client import Counter, Histogram
 
+from broker import subjects
+
 PROTOCOL_OUTCOMES = {
     "consensus": ("accepted", "rejected", "timeout", "error"),
     "election": ("won", "timeout", "error"),
@@ -66,7 +68,7 @@ AUCTION_SECONDS = Histogram("foundation_auction_seconds", "Time to clear an auct
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-FORWARD_SUBJECT = "foundation.metrics.rounds"
+FORWARD_SUBJECT = subjects.METRICS_ROUNDS
 FORWARD_QUEUE = "foundation-metrics"
 _MAX_UNREPORTED = 1000  # rounds kept for forward() by a process outside a node; older ones are dropped
 _unreported: list[list[Any]] = []  # ["round", protocol, outcome, seconds] or ["auction", kind, "", seconds]

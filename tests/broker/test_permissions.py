@@ -196,6 +196,11 @@ async def test_operator_controls_and_reads_but_forges_nothing(conns: dict[str, C
     js = jetstream(operator.nc)
     assert (await js.stream_info(subjects.TASKS_STREAM)).config.name == subjects.TASKS_STREAM
     await (await js.key_value(subjects.VARIABLES_BUCKET)).put("lr", b"0.2")  # `vars propose`, after the vote
+    rounds = await node.nc.subscribe(subjects.METRICS_ROUNDS)
+    await node.nc.flush()
+    await operator.nc.publish(subjects.METRICS_ROUNDS, b"[]")  # its rounds, for a node's metrics
+    assert (await rounds.next_msg(timeout=10)).data == b"[]"
+    await rounds.unsubscribe()
     assert not operator.violations
     for subject in (
         "tasks.echo", "results.echo", "dlq.echo", f"$KV.registry.{ME}", f"$KV.agent_state.{ME}",
