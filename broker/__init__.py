@@ -9,6 +9,7 @@
 * :mod:`broker.identity` — credentials and TLS of a connection, per role.
 * :mod:`broker.permissions` — each role's subject permissions (pure data).
 * :mod:`broker.authconf` — ``foundation auth init``: role seeds and ``auth.conf``.
+* :mod:`broker.replies` — reply subjects taken from messages must be inboxes.
 * :mod:`broker.tasks` — publishing tasks and collecting results.
 * :mod:`broker.catalog` — every stream and KV bucket the project declares.
 * :mod:`broker.streams` — idempotent declarations of those, and pool consumers.
@@ -28,6 +29,7 @@ from broker.codec import (
 from broker.cluster import ClusterError, LocalCluster
 from broker.connection import TRANSIENT_ERRORS, NatsUnavailableError, connect, jetstream
 from broker.authconf import AuthInitError, init_auth, worker_agents
+from broker.replies import reply_allowed, request_reply
 from broker.envelope import dead_letter_headers, error_line, result_body
 from broker.identity import (
     NKEY_ENV,
@@ -69,7 +71,7 @@ from broker.tasks import (
 )
 
 __all__ = [
-    "AuthInitError", "Identity", "IdentityError", "NKEY_ENV", "PASSWORD_ENV", "ROLES", "identity_for",
+    "reply_allowed", "request_reply", "AuthInitError", "Identity", "IdentityError", "NKEY_ENV", "PASSWORD_ENV", "ROLES", "identity_for",
     "identity_from_config", "init_auth", "role_identity", "worker_agents", "worker_identity",
     "BodyTooLargeError", "ClusterError", "CodecError", "DeclarationError", "LocalCluster", "declare_all", "is_transient", "publish_retrying", "retrying", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",
     "ServerAddress", "TRANSIENT_ERRORS", "ServerNotReadyError", "ServerOptions", "connect", "consumer_config", "decode",

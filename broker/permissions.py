@@ -116,6 +116,7 @@ def worker(public_key: str, agent: str, pool: str) -> Permissions:
             *kv_reads,
             subjects.coord("quota", pool, "service", "request"),
             f"coord.cnp.{pool}.>",  # market dispatch among the pool's agents
+            subjects.METRICS_ROUNDS,
             "_INBOX.>",  # Foundation-Reply-To results and protocol answers
         ),
         subscribe=(
@@ -132,7 +133,7 @@ def worker_template(public_key: str) -> Permissions:
     conversations; it consumes no tasks and writes no agent's key."""
     kv_reads = tuple(s for bucket in _BUCKETS for s in _reading(f"KV_{bucket}"))
     return Permissions(
-        publish=(*kv_reads, "coord.bft.>", "_INBOX.>"),
+        publish=(*kv_reads, "coord.bft.>", subjects.METRICS_ROUNDS, "_INBOX.>"),
         subscribe=("coord.consensus.>", "coord.bft.>", f"{inbox_prefix(public_key)}.>"),
         deny_publish=(*_ADMIN, *_FORGERY, *_CONTROL, *_TASK_FLOW, *_STATE),
     )

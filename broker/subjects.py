@@ -34,6 +34,7 @@ ERROR = "Foundation-Error"
 ATTEMPTS = "Foundation-Attempts"
 
 _FORBIDDEN = set(" \t\r\n.*>")
+INBOX_PREFIX = "_INBOX."  # where replies go; see broker.replies
 
 
 def token(value: str, what: str = "subject token") -> str:
@@ -45,6 +46,14 @@ def token(value: str, what: str = "subject token") -> str:
     if not value or _FORBIDDEN & set(value):
         raise BrokerError(f"{what} {value!r} must be non-empty and hold no '.', '*', '>' or white space")
     return value
+
+
+def is_inbox(subject: str) -> bool:
+    """``_INBOX.<token>...``: a literal subject (no wildcards, no empty tokens) under the inbox prefix."""
+    if not subject.startswith(INBOX_PREFIX) or len(subject) > 1024:
+        return False
+    tokens = subject[len(INBOX_PREFIX):].split(".")
+    return all(t and not (_FORBIDDEN & set(t)) for t in tokens)
 
 
 def tasks(pool: str) -> str:

@@ -47,7 +47,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from broker import codec, jetstream, streams, subjects
+from broker import codec, jetstream, reply_allowed, streams, subjects
 from config.errors import BrokerError, ProtocolError
 from protocols.metrics import timed_round
 
@@ -455,7 +455,9 @@ class Voter:
         except (codec.CodecError, KeyError, TypeError, ValueError):
             log.warning("voter %s: malformed proposal on %s ignored", self.voter_id, msg.subject)
             return
-        if not msg.reply or (proposal.participants and self.voter_id not in proposal.participants):
+        if not reply_allowed(msg.reply, f"proposal {proposal.group}/{proposal.session}") or (
+            proposal.participants and self.voter_id not in proposal.participants
+        ):
             self.stats.skipped += 1
             return
         task = loop.create_task(self._answer(proposal, msg.reply))

@@ -26,7 +26,7 @@ from nats.aio.client import Client
 from nats.micro import add_service
 from nats.micro.request import Request, ServiceError
 
-from broker import decode, encode, subjects
+from broker import decode, encode, reply_allowed, request_reply, subjects
 from config.errors import FoundationError
 
 log = logging.getLogger("foundation.control")
@@ -69,6 +69,11 @@ def _wrap(fn: Handler) -> Callable[[Request], Awaitable[None]]:
     # Errors leave as ServiceError so the micro framework both sends the error
     # headers and counts them in $SRV.STATS (num_errors, last_error).
     async def handle(req: Request) -> None:
+        # A control request without an inbox to answer is not acted on: a
+        # reply reflected here by another service (say a $SRV.PING answer
+        # addressed to this subject) must not drain a node.
+        if not reply_allowed(request_reply(req), f"control request on {req.subject}"):
+            return
         try:
             args = decode(req.data) if req.data else {}
             if not isinstance(args, dict):

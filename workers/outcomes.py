@@ -17,7 +17,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from broker import TRANSIENT_ERRORS, dead_letter_headers, encode, subjects
+from broker import TRANSIENT_ERRORS, dead_letter_headers, encode, reply_allowed, subjects
 
 log = logging.getLogger("foundation.worker")
 
@@ -50,10 +50,11 @@ class OutcomeStore:
             delay = min(delay * 2, self.max_retry_delay)
 
     async def store_result(self, body: dict[str, Any], reply_to: str | None) -> None:
-        """Store a result on ``results.<pool>``; also send it to ``reply_to``."""
+        """Store a result on ``results.<pool>``; also send it to ``reply_to`` if that is an inbox."""
         data = encode(body)
         await self._store(self._results, data, {subjects.MSG_ID: body["task_id"]})
-        if reply_to:
+        if reply_allowed(reply_to, f"task {body['task_id']} ({subjects.REPLY_TO})"):
+            assert reply_to is not None
             try:
                 await self.nc.publish(reply_to, data)
             except nats.errors.Error as exc:  # the stored result is the record; the reply is a courtesy

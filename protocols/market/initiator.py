@@ -46,6 +46,7 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client
 
+from broker import reply_allowed
 from protocols.market import messages as m
 from protocols.market.errors import AwardFailedError, ContractNetError, NoParticipantsError, NoProposalsError
 from protocols.market.scoring import Scorer, lowest_price
@@ -313,7 +314,7 @@ class _Round:
             self.record("in", performative, sender, body, note="unexpected")
 
     async def on_answer(self, performative: str, sender: str, reply_to: str, body: Any) -> None:
-        if performative == m.PROPOSE and not reply_to:
+        if performative == m.PROPOSE and not reply_allowed(reply_to, f"proposal of {sender[:64]!r}"):
             # Nowhere to send the accept or reject: not a proposal at all.
             self.record("in", performative, sender, body, note="malformed")
             return

@@ -32,7 +32,8 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client
 
-from broker import codec, subjects
+from broker import codec, reply_allowed, subjects
+from config.errors import BrokerError
 from protocols.market.errors import ContractNetError
 
 PROTOCOL = "cnp"
@@ -81,6 +82,17 @@ def cfp_wildcard(group: str) -> str:
 
 def reply_subject(group: str, conversation_id: str) -> str:
     return subjects.coord(PROTOCOL, group, conversation_id, "reply")
+
+
+def answer_to_ok(reply_to: str, group: str, conversation_id: str) -> bool:
+    """A participant answers only the conversation's own reply subject or an inbox
+    (DESIGN.md §10): a ``Foundation-Reply-To`` naming anything else is refused and logged."""
+    try:
+        if reply_to == reply_subject(group, conversation_id):
+            return True
+    except BrokerError:  # a conversation id that is no subject token
+        pass
+    return reply_allowed(reply_to, f"{PROTOCOL} conversation {conversation_id[:64]!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -191,7 +191,7 @@ class ContractNetParticipant:
         if parsed is None:
             return
         performative, cid, sender, reply_to, body = parsed
-        if performative != m.CFP or not isinstance(body, dict) or not reply_to:
+        if performative != m.CFP or not isinstance(body, dict) or not m.answer_to_ok(reply_to, self.group, cid):
             return
         if body.get("v", m.VERSION) != m.VERSION:
             self._record(cid, "in", performative, sender, body, note="unexpected")
@@ -256,14 +256,15 @@ class ContractNetParticipant:
         if performative == m.ACCEPT and pending is not None and self._cfp_sub is None:
             # Awarded after stop_bidding(): decline at once so the initiator re-offers now.
             self._record(cid, "in", performative, sender, body)
-            subject = reply_to or pending[1]
+            subject = reply_to if reply_to and m.answer_to_ok(reply_to, self.group, cid) else pending[1]
             await self._send_quietly(subject, m.FAILURE, cid, sender, {"reason": "participant stopping"})
         elif performative == m.ACCEPT and pending is not None:
             self._record(cid, "in", performative, sender, body)
             cfp, initiator_subject, _ = pending
             every = body.get("progress_every") if isinstance(body, dict) else None
             every = float(every) if isinstance(every, (int, float)) and every > 0 else None
-            self._work[cid] = self._spawn(self._run(cfp, reply_to or initiator_subject, every))
+            answer_to = reply_to if reply_to and m.answer_to_ok(reply_to, self.group, cid) else initiator_subject
+            self._work[cid] = self._spawn(self._run(cfp, answer_to, every))
         elif performative == m.REJECT and pending is not None:
             self._record(cid, "in", performative, sender, body)
         elif performative == m.CANCEL and cid in self._work:
@@ -271,7 +272,7 @@ class ContractNetParticipant:
             self._work[cid].cancel()
         else:
             self._record(cid, "in", performative, sender, body, note="unexpected")
-            if performative == m.ACCEPT and reply_to:
+            if performative == m.ACCEPT and reply_to and m.answer_to_ok(reply_to, self.group, cid):
                 # An award we cannot honour (forgotten or never proposed): say so at once
                 # so the initiator re-offers instead of waiting out its silence timeout.
                 body = {"reason": "no pending proposal for this conversation"}

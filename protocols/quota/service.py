@@ -38,7 +38,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from broker import connect, jetstream
+from broker import connect, jetstream, reply_allowed
 from config.schema import QuotaConfig
 from protocols.election import Election
 from protocols.lease import open_lease_bucket
@@ -166,6 +166,8 @@ class QuotaService:
         except Exception as exc:  # a client must get an answer, not a timeout
             log.exception("quota %s: request failed", self.pool)
             answer = reply(ok=False, reason="error", error=repr(exc), term=self.term)
+        if not reply_allowed(msg.reply, f"quota request of pool {self.pool}"):
+            return  # granted leases expire unused
         with contextlib.suppress(Exception):
             await msg.respond(answer)
 

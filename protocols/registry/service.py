@@ -36,7 +36,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service
 
-from broker import codec, subjects
+from broker import codec, reply_allowed, request_reply, subjects
 from config.errors import FoundationError
 from protocols.registry.entry import Entry
 from protocols.registry.errors import InvalidQueryError
@@ -124,7 +124,8 @@ def query_endpoint(registry: Registry, subject: str = QUERY_SUBJECT) -> Endpoint
     """
 
     async def handler(request: Request) -> None:
-        await request.respond(await handle_query(registry, request.data))
+        if reply_allowed(request_reply(request), "registry query"):
+            await request.respond(await handle_query(registry, request.data))
 
     return EndpointConfig(name=ENDPOINT_NAME, subject=subject, handler=handler)
 

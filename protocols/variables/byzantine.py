@@ -76,7 +76,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from broker import codec
+from broker import codec, reply_allowed
 from protocols.bft import (
     BftError,
     Certificate,
@@ -447,7 +447,7 @@ class ByzantineStakeholder:
         body = {"v": _VERSION, "group": self.group, "instance": instance, "member": self.id, **fields}
         data = _signed(body, self.participant)
         for reply in replies:
-            if not reply:
+            if not reply_allowed(reply, f"change request {instance}"):
                 continue  # a request without an inbox still gets our part in the decision
             try:
                 await self.participant.nc.publish(reply, data)
