@@ -13,7 +13,7 @@ from typing import Any
 from broker import connect, jetstream
 from protocols import consensus
 from protocols.barrier import Barrier, open_barrier_bucket
-from protocols.bft import Participant, Signer, StaticKeyDirectory, new_seed
+from protocols.bft import Participant, Signer, StaticKeyDirectory, new_seed, proposer
 from protocols.election import Election
 from protocols.lease import open_lease_bucket
 from protocols.lock import lock
@@ -34,8 +34,9 @@ def work(payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
 
 async def coordinate(payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
     """One round of each protocol, run in this worker: a vote among the pools
-    with ``vote:obs``, a Byzantine decision of four members, an election, a
-    lock, a barrier, and four sealed-bid auctions."""
+    with ``vote:obs``, a Byzantine decision of four members (one silent, so
+    the others change rounds), an election, a lock, a barrier, and four
+    sealed-bid auctions."""
     nc = await connect(payload["nats"], name=f"coordinate {ctx.worker}")
     out: dict[str, Any] = {}
     try:
@@ -72,8 +73,15 @@ async def _bft(url: str) -> Any:
     conns = [await connect(url, name=f"bft {s.id}") for s in signers]
     members = [Participant(c, s, directory, rebroadcast_interval=0.05) for c, s in zip(conns, signers)]
     instance = uuid.uuid4().hex[:12]
+    # The first round's proposer stays silent: the other three (2f+1) time
+    # out, change round and decide without it.
+    silent = proposer([s.id for s in signers], "obs", instance, 0)
     try:
-        decided = await asyncio.gather(*(m.decide("obs", {"by": m.id}, timeout=20.0, instance=instance) for m in members))
+        for m in members:
+            m.paused = m.id == silent
+        decided = await asyncio.gather(
+            *(m.decide("obs", {"by": m.id}, timeout=20.0, instance=instance) for m in members if not m.paused)
+        )
         return decided[0][0]
     finally:
         for m in members:
