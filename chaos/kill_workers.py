@@ -27,14 +27,15 @@ from typing import Any
 from broker import collect_results, connect, jetstream, subjects
 from chaos.checker import Report, check
 from chaos.history import ACKED
-from chaos.observe import effects_of, next_seq, observe
+from chaos.errors import ChaosError
+from chaos.observe import drop_uncounted, effects_of, next_seq, observe, require_pool
 from chaos.workload import Workload
 from config.errors import FoundationError
 from supervisor.control import request
 
 log = logging.getLogger("foundation.chaos")
 
-class ScenarioError(FoundationError):
+class ScenarioError(ChaosError):
     """The scenario could not run to its end (the node went away, no outcome in time)."""
 
 
@@ -48,11 +49,13 @@ class KillWorkersResult:
     publish_s: float
     drain_s: float
     killed: list[str] = field(default_factory=list)  # slot ids, in kill order
+    notes: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         return [
             f"scenario kill-workers: {self.tasks} tasks, {self.kills} kills (kill -9 of {', '.join(sorted(set(self.killed))) or 'none'})",
             f"publish time: {self.publish_s:.2f}s; time to drain: {self.drain_s:.2f}s",
+            *(f"note: {n}" for n in self.notes),
             *self.report.lines(),
         ]
 
@@ -111,6 +114,7 @@ async def kill_workers(
     js = jetstream(nc, timeout=10)
     killed: list[str] = []
     try:
+        await require_pool(js, pool, url)
         # Only this run's outcomes and effects count: the node may have run others before.
         results_from = await next_seq(js, subjects.RESULTS_STREAM)
         dead_from = await next_seq(js, subjects.DLQ_STREAM)
@@ -151,10 +155,11 @@ async def kill_workers(
         if is_alive is not None and not is_alive():
             raise ScenarioError("the node exited during the run")
         seen = await observe(js, pool, results_from=results_from, dead_from=dead_from, baseline=baseline)
+        note = drop_uncounted(seen, pool)
         report = check(history, seen)
         return KillWorkersResult(
             report=report, tasks=tasks, kills=len(killed), publish_s=workload.finished - workload.started,
-            drain_s=drain_s, killed=killed,
+            drain_s=drain_s, killed=killed, notes=[note] if note else [],
         )
     finally:
         await nc.close()

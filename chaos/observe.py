@@ -6,9 +6,35 @@ from nats.js import JetStreamContext
 
 from broker import decode, read_stream, subjects
 from chaos.checker import Observation
+from chaos.errors import ChaosError
 from workers.statestore import StateStore
 
 EFFECT_KEY = "count"  # the side effect chaos.handlers.count keeps in ctx.state
+
+
+async def require_pool(js: JetStreamContext, pool: str, where: str) -> None:
+    """Raise :class:`ChaosError` at once when ``pool`` has no consumer on ``TASKS`` (no node runs it).
+
+    Tasks published to a pool nobody consumes would wait forever for results.
+    """
+    try:
+        await js.consumer_info(subjects.TASKS_STREAM, subjects.consumer(pool))
+    except Exception as exc:  # not found, or no TASKS stream at all: either way no pool
+        raise ChaosError(
+            f"no pool {pool!r} at {where}: its consumer {subjects.consumer(pool)} on {subjects.TASKS_STREAM} "
+            f"does not exist ({type(exc).__name__}); name a pool the node runs (--pool), or let the run start its own node"
+        ) from exc
+
+
+def drop_uncounted(seen: Observation, pool: str) -> str:
+    """When no agent kept a count, stop the checker from reading that as lost effects; returns the reason ("" if counted)."""
+    if seen.effects is None or any(seen.effects.values()) or not seen.results:
+        return ""
+    seen.effects = None
+    return (
+        f"effects not checked: no agent of pool {pool} keeps a count in ctx.state['count'] (its handler must "
+        "count each task it applies there, as chaos.handlers:count does), so duplicates processed are not counted"
+    )
 
 
 async def next_seq(js: JetStreamContext, stream: str) -> int:

@@ -70,12 +70,16 @@ class Workload:
         self.published = 0  # publishes that got an outcome so far
         self.started = 0.0
         self.finished = 0.0
+        # time.perf_counter() of each publish's send and outcome, for the timeline.
+        self.sent: dict[str, float] = {}
+        self.answered: dict[str, float] = {}
 
     def task_id(self, i: int) -> str:
         return f"{self.run_id}-{i}"
 
     async def _publish(self, i: int, slots: asyncio.Semaphore) -> None:
         task_id = self.task_id(i)
+        self.sent[task_id] = time.perf_counter()
         try:
             ack = await self.js.publish(
                 subjects.tasks(self.pool), encode(self.payload(i)), timeout=self.timeout,
@@ -86,6 +90,7 @@ class Workload:
             record = PublishRecord(task_id, classify(exc), error=f"{type(exc).__name__}: {exc}")
         finally:
             slots.release()
+        self.answered[task_id] = time.perf_counter()
         self.history.add(record)
         self.published += 1
 

@@ -1,4 +1,11 @@
-"""``foundation chaos kill-workers``: a chaos scenario and its checked report.
+"""``foundation chaos list|run|toxiproxy|kill-workers``: chaos scenarios and their checked reports.
+
+``run SCENARIO`` is :func:`chaos.scenarios.run_scenario`: a cluster, node
+and nemeses of its own (or ``--url`` an existing deployment), the verdict,
+``--report DIR`` for report.json and timeline.png; exit 0 only when valid,
+1 when not, 77 when this machine cannot run the scenario (the reason is
+printed). ``toxiproxy`` serves the toxiproxy API. ``kill-workers`` is the
+older task-count form of one scenario:
 
 By default it starts a throwaway node of its own (embedded NATS, one pool of
 ``--workers`` workers running :func:`chaos.handlers.count`), runs the
@@ -34,9 +41,69 @@ def register(sub: Any) -> None:
     k.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the last outcomes")
     add_client_options(k)
     k.set_defaults(func=run_kill_workers)
+    ls = scenarios.add_parser("list", help="the scenarios `foundation chaos run` knows")
+    ls.set_defaults(func=run_list)
+    r = scenarios.add_parser("run", help="run a scenario on a cluster of its own (or an existing node) and check its history")
+    r.add_argument("name", metavar="SCENARIO", help="a scenario of `foundation chaos list`")
+    r.add_argument("--report", metavar="DIR", help="write report.json and timeline.png into DIR")
+    r.add_argument("--seed", type=int, help="seed of the nemeses' choices (default: random, printed)")
+    r.add_argument("--duration", type=float, default=30.0, help="seconds of workload (default 30)")
+    r.add_argument("--rate", type=float, default=200.0, help="tasks published per second (default 200)")
+    r.add_argument("--url", default="", help="an existing deployment's NATS URL list: measure only this run's tasks there")
+    r.add_argument("--pool", default="chaos", help="with --url: the pool to send tasks to (default chaos)")
+    r.add_argument("--node", default="", help="with --url: the node whose workers kill-workers kills")
+    r.add_argument("--dir", help="keep the cluster's and node's files here (default: a temporary directory)")
+    r.set_defaults(func=run_scenario)
     t = scenarios.add_parser("toxiproxy", help="serve the toxiproxy 2.x HTTP API (proxies with latency, bandwidth, reset, timeout… toxics)")
     t.add_argument("--listen", default="127.0.0.1:8474", help="HOST:PORT of the API (default 127.0.0.1:8474)")
     t.set_defaults(func=run_toxiproxy)
+
+
+EXIT_SKIPPED = 77  # the machine cannot run the scenario: not a pass
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from chaos.scenarios import SCENARIOS
+
+    for s in SCENARIOS.values():
+        why = s.unavailable()
+        flags = [f"R{s.replicas}", "netns" if s.partitions else "", "toxiproxy" if s.client_proxies else "",
+                 "--url ok" if s.existing_ok else "", "expects loss" if s.expect_loss else ""]
+        print(f"{s.name:20} {s.about} [{', '.join(f for f in flags if f)}]" + (f" — unavailable here: {why}" if why else ""))
+    return 0
+
+
+def run_scenario(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from chaos import report
+    from chaos.errors import ChaosError, NemesisUnavailable
+    from chaos.run import Progress
+    from chaos.scenarios import SCENARIOS
+    from chaos.scenarios import run_scenario as run_one
+
+    if args.name not in SCENARIOS:
+        raise SystemExit(f"foundation chaos run: no scenario {args.name!r}; `foundation chaos list` shows them")
+    if args.duration <= 0 or args.rate <= 0:
+        raise SystemExit("foundation chaos run: --duration and --rate must be > 0")
+    if args.url and args.name == "kill-workers" and not args.node:
+        raise SystemExit("foundation chaos run kill-workers --url: name the node whose workers to kill (--node)")
+    try:
+        result, setup = run_one(
+            args.name, seed=args.seed, duration=args.duration, rate=args.rate, url=args.url, pool=args.pool,
+            node=args.node, progress=Progress(), directory=Path(args.dir) if args.dir else None,
+        )
+    except NemesisUnavailable as exc:
+        print(f"SKIPPED: {exc}", flush=True)
+        return EXIT_SKIPPED
+    except ChaosError as exc:
+        raise SystemExit(f"foundation chaos run {args.name}: {exc}") from exc
+    for line in result.lines():
+        print(line)
+    if args.report:
+        paths = report.write(result, Path(args.report), **setup)
+        print(f"report: {paths[0]}  timeline: {paths[1]}")
+    return 0 if result.report.valid else EXIT_INVALID
 
 
 def run_toxiproxy(args: argparse.Namespace) -> int:
