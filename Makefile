@@ -27,5 +27,13 @@ bench: $(STAMP)
 dashboards: $(STAMP)
 	$(BIN)/python -m deploy.grafana
 
+# Every chaos scenario at full length, each with its report in var/chaos/<scenario>/.
+# lossy-r1-wipe must end INVALID (exit 1): it shows that the checker catches a loss.
+CHAOS_DURATION ?= 30
+chaos: $(STAMP)
+	for s in kill-workers kill-supervisor kill-nats-leader pause-nats partition-minority partition-leader partition-bridge client-link-faults mixed; do \
+		$(BIN)/foundation chaos run $$s --duration $(CHAOS_DURATION) --report var/chaos/$$s || exit 1; done
+	$(BIN)/foundation chaos run lossy-r1-wipe --duration 10 --report var/chaos/lossy-r1-wipe; test $$? -eq 1
+
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -139,6 +139,7 @@ async def run(
     quiet_s: float = 20.0,
     drain_timeout: float = 300.0,
     publish_timeout: float = 2.0,
+    work_ms: float = 0.0,
     expect_loss: bool = False,
     progress: Progress | None = None,
 ) -> RunResult:
@@ -154,7 +155,7 @@ async def run(
         dead_from = await next_seq(js, subjects.DLQ_STREAM)
         baseline = await effects_of(js, env.pool)
         n = max(1, int(rate * duration))
-        workload = Workload(js, env.pool, n, payload=lambda i: {"i": i}, window=512, timeout=publish_timeout)
+        workload = Workload(js, env.pool, n, payload=lambda i: {"i": i, "work_ms": work_ms} if work_ms else {"i": i}, window=512, timeout=publish_timeout)
         windows: list[Window] = []
         async with collect_results(js, env.pool) as results:
             t0 = time.perf_counter()
