@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import time
+import urllib.request
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -147,6 +150,7 @@ def open_env(
         else:
             cluster = LocalCluster(base / "cluster", servers, sync=sync)
         stack.enter_context(cluster)
+        _wait_peers_current(cluster)
         url = cluster.url
         env = Env(url=url, pool=pool, cluster=cluster, network=network, replicas=replicas)
         if client_proxies:
@@ -177,6 +181,28 @@ def open_env(
         stack.enter_context(node)
         env.node, env.node_name = node, node.name
         yield env
+
+
+def _wait_peers_current(cluster: LocalCluster, timeout: float = 30.0) -> None:
+    """Wait until the meta leader sees every other server current and online.
+
+    A cluster that just formed can still count a peer as offline for a
+    moment, and a stream declared then at R3 is refused ("no suitable peers").
+    """
+    deadline = time.monotonic() + timeout
+    want = len(cluster.names) - 1
+    while time.monotonic() < deadline:
+        for name in cluster.names:
+            try:
+                with urllib.request.urlopen(f"{cluster.server(name).monitor_url}/jsz", timeout=2) as resp:
+                    meta = json.loads(resp.read()).get("meta_cluster") or {}
+            except (OSError, ValueError):
+                continue
+            peers = meta.get("replicas") or []
+            if meta.get("leader") == name and len(peers) == want and all(p.get("current") and not p.get("offline") for p in peers):
+                return
+        time.sleep(0.05)  # polling the servers' monitoring: there is no event to wait on
+    raise ChaosError(f"the cluster's meta leader did not see all {want + 1} servers current within {timeout:g}s")
 
 
 def _delete(client: ToxiproxyClient | None, proxy: str) -> None:
