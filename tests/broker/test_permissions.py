@@ -40,6 +40,18 @@ POOL = PoolConfig(name="echo", handler="m:f", size=2)
 ME, OTHER = "n1.echo.0", "n1.echo.1"
 
 
+async def settled(nc: Any) -> None:
+    """Return once the server has applied what ``nc`` sent before.
+
+    nats-py writes a flush's PING straight to the socket while SUBs and PUBs
+    wait in its buffer for the flusher task, so one PONG does not prove a
+    SUB arrived. The flusher runs while the first PONG is awaited; the
+    second PING then follows the SUB.
+    """
+    await nc.flush(timeout=10)
+    await nc.flush(timeout=10)
+
+
 @pytest.fixture
 def auth_dir(tmp_path: Path) -> Path:
     init_auth(tmp_path / "auth", ["n1"], [("echo", 2), ("other", 1)])
@@ -140,7 +152,7 @@ async def test_client_publishes_tasks_and_reads_results_only(conns: dict[str, Co
     ack = await jetstream(client.nc).publish(subjects.tasks("echo"), b"{}")
     assert ack.stream == subjects.TASKS_STREAM
     results = await client.nc.subscribe("results.>")
-    await client.nc.flush()  # subscribed at the server before the result is published
+    await settled(client.nc)  # subscribed at the server before the result is published
     await jetstream(conns["node"].nc).publish(subjects.results("echo"), b'{"r": 1}')
     assert (await results.next_msg(timeout=10)).data == b'{"r": 1}'
     assert not client.violations
@@ -189,7 +201,7 @@ async def test_operator_controls_and_reads_but_forges_nothing(conns: dict[str, C
         await msg.respond(b'{"ok": true}')
 
     control = await node.nc.subscribe("foundation.control.n1.status", cb=status)
-    await node.nc.flush()
+    await settled(node.nc)
     reply = await operator.nc.request("foundation.control.n1.status", b"{}", timeout=10)
     assert reply.data == b'{"ok": true}'
     await control.unsubscribe()
@@ -197,7 +209,7 @@ async def test_operator_controls_and_reads_but_forges_nothing(conns: dict[str, C
     assert (await js.stream_info(subjects.TASKS_STREAM)).config.name == subjects.TASKS_STREAM
     await (await js.key_value(subjects.VARIABLES_BUCKET)).put("lr", b"0.2")  # `vars propose`, after the vote
     rounds = await node.nc.subscribe(subjects.METRICS_ROUNDS)
-    await node.nc.flush()
+    await settled(node.nc)
     await operator.nc.publish(subjects.METRICS_ROUNDS, b"[]")  # its rounds, for a node's metrics
     assert (await rounds.next_msg(timeout=10)).data == b"[]"
     await rounds.unsubscribe()

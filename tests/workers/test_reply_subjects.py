@@ -37,6 +37,10 @@ async def test_a_reply_to_a_control_subject_is_not_sent_but_the_result_is_stored
     victim = await nc.subscribe(VICTIM)
     inbox = nc.new_inbox()
     replies = await nc.subscribe(inbox)
+    # Both subscriptions at the server before any reply can be sent (nats-py
+    # may send a flush's PING ahead of buffered SUBs; the second one follows them).
+    await nc.flush(timeout=10)
+    await nc.flush(timeout=10)
     try:
         with caplog.at_level(logging.WARNING, logger="foundation.broker.replies"):
             async with collect_results(js, "t") as results:
