@@ -115,6 +115,7 @@ def worker(public_key: str, agent: str, pool: str) -> Permissions:
             f"$KV.{subjects.REGISTRY_BUCKET}.{agent}", f"$KV.{subjects.AGENT_STATE_BUCKET}.{agent}",
             *kv_reads,
             subjects.coord("quota", pool, "service", "request"),
+            f"coord.consensus.*.*.vote.{agent}",  # its votes: counted for the agent the subject names
             f"coord.cnp.{pool}.>",  # market dispatch among the pool's agents
             subjects.METRICS_ROUNDS,
             "_INBOX.>",  # Foundation-Reply-To results and protocol answers
@@ -153,7 +154,8 @@ def operator(public_key: str) -> Permissions:
             f"{JS_API}.INFO", f"{JS_API}.STREAM.NAMES", f"{JS_API}.STREAM.LIST", f"{JS_API}.STREAM.INFO.*",
             f"{JS_API}.CONSUMER.NAMES.*", f"{JS_API}.CONSUMER.LIST.*", f"{JS_API}.CONSUMER.INFO.*.*", *reads,
             # `vars propose`: the consensus round among stakeholders, then the agreed value.
-            "coord.consensus.>", f"$KV.{CONSENSUS_BUCKET}.>", "coord.bft.>", f"$KV.{subjects.VARIABLES_BUCKET}.>",
+            # (proposals and decisions only: a vote goes on its voter's own subject)
+            "coord.consensus.*.*.propose", "coord.consensus.*.*.decision", f"$KV.{CONSENSUS_BUCKET}.>", "coord.bft.>", f"$KV.{subjects.VARIABLES_BUCKET}.>",
             "coord.cnp.>",  # `market auction`
             subjects.METRICS_ROUNDS,  # the rounds of those two, for a node to count
             "_INBOX.>",

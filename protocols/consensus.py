@@ -2,10 +2,10 @@
 
 Message sequence (``S(phase)`` = ``coord.consensus.<group>.<session>.<phase>``)::
 
-    proposer  SUB  _INBOX.<x>                        before publishing, so no vote is missed
-    proposer  PUB  S(propose)  reply=_INBOX.<x>      {v, session, group, proposer, value, participants, timeout}
-    voter     PUB  _INBOX.<x>                        {v, session, voter, vote: yes|no|abstain, reason}
-    ...            (scatter-gather: every participant answers the same inbox)
+    proposer  SUB  S(vote).>                          before publishing, so no vote is missed
+    proposer  PUB  S(propose)                        {v, session, group, proposer, value, participants, timeout}
+    voter     PUB  S(vote).<voter id>                {v, session, voter, vote: yes|no|abstain, reason}
+    ...            (scatter-gather: every participant answers on its own subject)
     proposer  KV   consensus/<group>.<session>       the decision, written with create: once per session
     proposer  PUB  S(decision)                       the same decision, for live listeners
 
@@ -27,6 +27,10 @@ Rules (each checked by tests/protocols/test_consensus.py):
   ignored, and so are votes that arrive after the deadline or after the
   decision: a decision once stored is never changed.
 * A voter whose callback finishes after the proposal's deadline does not vote.
+* A vote counts for the voter its *subject* names, never for a body field
+  (a body naming someone else is ignored): with ``[auth]`` a worker may
+  publish only ``S(vote).<its own agent id>`` (broker.permissions), so the
+  server itself stops a vote in another's name.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from broker import codec, jetstream, reply_allowed, streams, subjects
+from broker import codec, jetstream, streams, subjects
 from config.errors import BrokerError, ProtocolError
 from protocols.metrics import timed_round
 
@@ -252,6 +256,14 @@ def _subject(group: str, session: str, phase: str) -> str:
         raise ConsensusError(f"bad consensus name: {exc}") from exc
 
 
+def vote_subject(group: str, session: str, voter: str) -> str:
+    """``coord.consensus.<group>.<session>.vote.<voter id>``: where ``voter``'s vote goes (its dots make tokens)."""
+    try:
+        return ".".join([_subject(group, session, "vote"), *(subjects.token(t, "voter id") for t in voter.split("."))])
+    except BrokerError as exc:
+        raise ConsensusError(f"bad voter id {voter!r}: {exc}") from exc
+
+
 def proposals_of(group: str) -> str:
     """The wildcard subject of every proposal to ``group``."""
     # The builder refuses wildcards; build one session's subject and swap the token.
@@ -310,15 +322,19 @@ async def propose(
         raise ConsensusError(f"quorum of {quorum.value:g} can never be reached by total weight {tally.total:g}")
     certain = asyncio.Event()
 
+    votes = _subject(group, session, "vote")
+
     async def _on_vote(msg: Msg) -> None:
+        voter = msg.subject[len(votes) + 1:]  # who sent it, as far as the server's permissions know
         try:
             body = codec.decode(msg.data, 64 * 1024)
             ballot = Ballot(body["vote"], str(body.get("reason", "")))
-            voter = str(body["voter"])
             if body.get("session") != session or ballot.vote not in _VOTES:
                 raise ValueError("wrong session or vote")
-        except (codec.CodecError, KeyError, TypeError, ValueError):
-            log.warning("consensus %s/%s: malformed vote ignored", group, session)
+            if str(body.get("voter", voter)) != voter:
+                raise ValueError(f"vote on {voter}'s subject names {body.get('voter')!r}")
+        except (codec.CodecError, KeyError, TypeError, ValueError) as exc:
+            log.warning("consensus %s/%s: malformed vote on %s ignored: %s", group, session, msg.subject, exc)
             return
         status = tally.add(voter, ballot, loop.time())
         if status != "counted":
@@ -330,11 +346,10 @@ async def propose(
         "v": _VERSION, "session": session, "group": group, "proposer": proposer,
         "value": value, "participants": list(tally.participants), "timeout": deadline,
     }
-    inbox = nc.new_inbox()
     try:
-        sub = await nc.subscribe(inbox, cb=_on_vote)
+        sub = await nc.subscribe(f"{votes}.>", cb=_on_vote)
         try:
-            await nc.publish(_subject(group, session, "propose"), codec.encode(proposal), reply=inbox)
+            await nc.publish(_subject(group, session, "propose"), codec.encode(proposal))
             try:
                 await asyncio.wait_for(certain.wait(), deadline)
             except asyncio.TimeoutError:
@@ -414,6 +429,7 @@ class Voter:
     def __init__(
         self, nc: Client, group: str, voter_id: str, decide: Decide, *, max_concurrent: int = 64
     ) -> None:
+        vote_subject(group, "_", voter_id)  # a voter id that cannot name a subject is refused here
         self.nc = nc
         self.group = group
         self.voter_id = voter_id
@@ -452,15 +468,14 @@ class Voter:
                 value=body.get("value"), participants=tuple(body.get("participants") or ()),
                 deadline=loop.time() + float(body["timeout"]),
             )
-        except (codec.CodecError, KeyError, TypeError, ValueError):
+            reply = vote_subject(self.group, proposal.session, self.voter_id)
+        except (codec.CodecError, KeyError, TypeError, ValueError, ConsensusError):
             log.warning("voter %s: malformed proposal on %s ignored", self.voter_id, msg.subject)
             return
-        if not reply_allowed(msg.reply, f"proposal {proposal.group}/{proposal.session}") or (
-            proposal.participants and self.voter_id not in proposal.participants
-        ):
+        if proposal.participants and self.voter_id not in proposal.participants:
             self.stats.skipped += 1
             return
-        task = loop.create_task(self._answer(proposal, msg.reply))
+        task = loop.create_task(self._answer(proposal, reply))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -20,6 +20,7 @@ from protocols.consensus import (
     propose,
     read_decision,
     registry_finder,
+    vote_subject,
 )
 from protocols.registry import Entry, MemoryBackend, Registry
 
@@ -135,13 +136,12 @@ async def test_participant_crashing_mid_round_denies_a_decision(nc, nats_url) ->
 
 
 async def test_duplicate_stranger_and_late_votes_are_ignored(nc) -> None:
-    replies: list[str] = []
-
     async def raw_participant(msg) -> None:
-        replies.append(msg.reply)
         session = codec.decode(msg.data)["session"]
         for voter in ("raw", "raw", "mallory"):  # a duplicate and a stranger
-            await nc.publish(msg.reply, codec.encode({"session": session, "voter": voter, "vote": "yes"}))
+            await nc.publish(vote_subject("g", session, voter), codec.encode({"session": session, "voter": voter, "vote": "yes"}))
+        # A vote naming "late" on raw's subject counts for nobody: the subject says who sent it.
+        await nc.publish(vote_subject("g", session, "raw"), codec.encode({"session": session, "voter": "late", "vote": "yes"}))
 
     sub = await nc.subscribe("coord.consensus.g.*.propose", cb=raw_participant)
     release = asyncio.Event()
@@ -157,8 +157,8 @@ async def test_duplicate_stranger_and_late_votes_are_ignored(nc) -> None:
     assert decision.outcome == "timeout"  # one counted yes of three, the late voter could have tipped it
     assert decision.yes == ["raw"] and decision.no == ["b"] and decision.unanswered == ["late"]
     release.set()
-    # A vote sent to the round's inbox after the decision changes nothing.
-    await nc.publish(replies[0], codec.encode({"session": "dup", "voter": "late", "vote": "yes"}))
+    # A vote sent after the decision changes nothing.
+    await nc.publish(vote_subject("g", "dup", "late"), codec.encode({"session": "dup", "voter": "late", "vote": "yes"}))
     await nc.flush()
     assert await read_decision(nc, "g", "dup") == decision
     assert late.stats.late == 1 and late.stats.voted == 0
