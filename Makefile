@@ -31,7 +31,7 @@ dashboards: $(STAMP)
 # lossy-r1-wipe must end INVALID (exit 1): it shows that the checker catches a loss.
 CHAOS_DURATION ?= 30
 chaos: $(STAMP)
-	for s in kill-workers kill-supervisor kill-nats-leader pause-nats partition-minority partition-leader partition-bridge client-link-faults mixed; do \
+	for s in kill-workers pause-processes kill-supervisor kill-nats-leader pause-nats partition-minority partition-leader partition-bridge client-link-faults mixed; do \
 		$(BIN)/foundation chaos run $$s --duration $(CHAOS_DURATION) --report var/chaos/$$s || exit 1; done
 	$(BIN)/foundation chaos run lossy-r1-wipe --duration 10 --report var/chaos/lossy-r1-wipe; test $$? -eq 1
 

@@ -18,7 +18,9 @@
 from chaos.checker import Observation, Report, check
 from chaos.env import Env, open_env
 from chaos.errors import ChaosError, NemesisUnavailable
-from chaos.nemesis import KillNats, KillSupervisor, KillWorker, LinkFault, Nemesis, Partition, PauseNats, WipeNats
+from chaos.nemesis import (
+    KillNats, KillSupervisor, KillWorker, LinkFault, Nemesis, Partition, PauseNats, PauseSupervisor, PauseWorker, WipeNats,
+)
 from chaos.netcluster import NetnsCluster
 from chaos.netns import Network
 from chaos.run import Progress, RunResult, Window
@@ -35,7 +37,7 @@ from chaos.workload import Workload, classify
 
 __all__ = [
     "ChaosError", "Env", "KillNats", "KillSupervisor", "KillWorker", "LinkFault", "Nemesis", "NemesisUnavailable",
-    "NetnsCluster", "Network", "Partition", "PauseNats", "Progress", "RunResult", "SCENARIOS", "Scenario", "Window",
+    "NetnsCluster", "Network", "Partition", "PauseNats", "PauseSupervisor", "PauseWorker", "Progress", "RunResult", "SCENARIOS", "Scenario", "Window",
     "WipeNats", "open_env", "run_scenario",
     "ACKED", "effects_of", "next_seq", "FAILED", "History", "KillWorkersResult", "Observation",
     "PublishRecord", "Report", "ScenarioError", "UNKNOWN", "Workload", "check", "classify", "kill_workers",

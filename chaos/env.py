@@ -33,7 +33,7 @@ from chaos.netcluster import NetnsCluster
 from chaos.netns import Network
 from chaos.toxiproxy import ToxiproxyClient, open_toxiproxy
 from config.errors import FoundationError
-from supervisor.harness import NodeProcess, write_config
+from supervisor.harness import NodeFailedError, NodeProcess, write_config
 
 
 class RestartableNode:
@@ -56,6 +56,12 @@ class RestartableNode:
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.alive
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None or not self.proc.alive:
+            raise ChaosError("the node is not running")
+        return self.proc.pid
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -178,7 +184,16 @@ def open_env(
             supervisor={"max_restarts": 1000, "max_seconds": 10},
         )
         node = RestartableNode(config)
-        stack.enter_context(node)
+        for attempt in range(3):
+            try:
+                stack.enter_context(node)
+                break
+            except NodeFailedError as exc:
+                # A cluster that just formed may still count a peer offline for
+                # placement; the node then exits 2 naming it. Anything else is real.
+                if "no suitable peers" not in str(exc) or attempt == 2:
+                    raise
+                time.sleep(1.0)
         env.node, env.node_name = node, node.name
         yield env
 

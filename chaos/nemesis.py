@@ -9,6 +9,9 @@ nemesis             inject                                       heal
 ==================  ===========================================  ==========================
 KillWorker          ``kill -9`` one running worker of the pool    its supervisor respawns it
                                                                  (waited for)
+PauseWorker         ``SIGSTOP`` one running worker                ``SIGCONT``
+PauseSupervisor     ``SIGSTOP`` the node process (its workers     ``SIGCONT``
+                    keep running, unsupervised)
 KillSupervisor      ``kill -9`` the node (``foundation up``);     start the node again, as
                     its workers die with it                      systemd would
 KillNats            ``kill -9`` a nats-server (the leader of      restart it on its store
@@ -85,6 +88,47 @@ class KillWorker:
                 raise ChaosError(f"worker {slot} did not come back within 60s of its kill -9")
             await asyncio.sleep(0.05)  # polling the control service: a respawn sends no event here
         return f"worker {slot} respawned"
+
+
+class PauseWorker(KillWorker):
+    name = "pause-worker"
+
+    async def inject(self) -> str:
+        pids = await self.env.worker_pids()
+        if not pids:
+            raise ChaosError(f"no running worker in pool {self.env.pool} to pause")
+        slot = self.rng.choice(sorted(pids))
+        os.kill(pids[slot], signal.SIGSTOP)
+        self._victim = (slot, pids[slot])
+        return f"SIGSTOP worker {slot}"
+
+    async def heal(self) -> str:
+        if self._victim is None:
+            return "nothing to heal"
+        slot, pid = self._victim
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:  # its supervisor replaced it meanwhile (a missed heartbeat)
+            return f"worker {slot} was replaced while stopped"
+        return f"SIGCONT worker {slot}"
+
+
+class PauseSupervisor:
+    name = "pause-supervisor"
+
+    def __init__(self, env: "Env", rng: random.Random) -> None:
+        self.env = env
+        self._pid = 0
+
+    async def inject(self) -> str:
+        node = self.env.require_node(self.name)
+        self._pid = node.pid
+        os.kill(self._pid, signal.SIGSTOP)
+        return f"SIGSTOP node {node.name} (foundation up; its workers run on)"
+
+    async def heal(self) -> str:
+        os.kill(self._pid, signal.SIGCONT)
+        return f"SIGCONT node {self.env.require_node(self.name).name}"
 
 
 class KillSupervisor:

@@ -22,7 +22,9 @@ from typing import Any
 from chaos import netns
 from chaos.env import Env, open_env
 from chaos.errors import NemesisUnavailable
-from chaos.nemesis import KillNats, KillSupervisor, KillWorker, LinkFault, Nemesis, Partition, PauseNats, WipeNats
+from chaos.nemesis import (
+    KillNats, KillSupervisor, KillWorker, LinkFault, Nemesis, Partition, PauseNats, PauseSupervisor, PauseWorker, WipeNats,
+)
 from chaos.run import Progress, RunResult, run
 
 Factory = Callable[[Env, random.Random], list[Nemesis]]
@@ -50,8 +52,8 @@ class Scenario:
 
 
 def _mixed(env: Env, rng: random.Random) -> list[Nemesis]:
-    out: list[Nemesis] = [KillWorker(env, rng), KillNats(env, rng), PauseNats(env, rng, leader=False),
-                          KillSupervisor(env, rng), LinkFault(env, rng)]
+    out: list[Nemesis] = [KillWorker(env, rng), PauseWorker(env, rng), KillNats(env, rng), PauseNats(env, rng, leader=False),
+                          KillSupervisor(env, rng), PauseSupervisor(env, rng), LinkFault(env, rng)]
     if env.network is not None:
         out += [Partition(env, rng, mode="minority"), Partition(env, rng, mode="leader"), Partition(env, rng, mode="bridge")]
     return out
@@ -60,6 +62,8 @@ def _mixed(env: Env, rng: random.Random) -> list[Nemesis]:
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("kill-workers", "kill -9 a random worker of the pool, again and again",
              lambda e, r: [KillWorker(e, r)], existing_ok=True, fault_s=0.5, calm_s=1.0),
+    Scenario("pause-processes", "SIGSTOP a worker, then the node's supervisor; SIGCONT each",
+             lambda e, r: [PauseWorker(e, r), PauseSupervisor(e, r)], fault_s=2.0, calm_s=1.0),
     Scenario("kill-supervisor", "kill -9 the node (foundation up with its workers), start it again",
              lambda e, r: [KillSupervisor(e, r)], fault_s=1.0),
     Scenario("kill-nats-leader", "kill -9 the nats-server leading TASKS, restart it on its store",

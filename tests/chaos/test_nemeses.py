@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from broker import LocalCluster, connect, declare_streams, jetstream
@@ -51,6 +52,28 @@ def reaches(network: Network, src: str, dst: str) -> bool:
     """Can ``src``'s namespace open TCP to ``dst``'s route port? (1 s: a dropped SYN never answers.)"""
     code = f"import socket; socket.create_connection(({network.address(dst)!r}, 6222), timeout=1)"
     return subprocess.run([*network.exec_prefix(src), sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def becomes(pid: int, stopped: bool, timeout: float = 20.0) -> bool:
+    """Wait for the kernel to show ``pid`` stopped (or not): a signal acts when the process is next scheduled."""
+    deadline = time.monotonic() + timeout
+    while (psutil.Process(pid).status() == psutil.STATUS_STOPPED) != stopped:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def dies(pid: int, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def answers(monitor_url: str, timeout: float = 1.0) -> bool:
@@ -153,3 +176,45 @@ async def test_link_faults_down_and_latency(nats_server) -> None:
         assert await info_after() >= 0.2  # 300 ms ± 100 on the server's INFO
         await slow.heal()
         assert client._call("GET", "/proxies/n1/toxics") == []
+
+
+async def test_process_nemeses_on_a_real_node(tmp_path: Path) -> None:
+    """kill -9 and SIGSTOP of a worker and of the node's supervisor: each really happens and is healed."""
+    from chaos import KillSupervisor, KillWorker, PauseSupervisor, PauseWorker
+    from chaos.env import POOL, RestartableNode
+    from supervisor.harness import write_config
+
+    config = write_config(tmp_path / "foundation.toml", pools={"p": {**POOL, "size": 2}}, node="nem",
+                          supervisor={"max_restarts": 100, "max_seconds": 10})
+    with RestartableNode(config) as node:
+        nc = await connect(node.proc.url, name="test")
+        env = Env(url=node.proc.url, pool="p", node_name=node.name, node=node, nc=nc)
+        rng = random.Random(2)
+        try:
+            pids = await env.worker_pids()
+            pause = PauseWorker(env, rng)
+            slot = (await pause.inject()).split()[-1]
+            assert becomes(pids[slot], stopped=True)
+            await pause.heal()
+            assert becomes(pids[slot], stopped=False)
+
+            kill = KillWorker(env, rng)
+            pids = await env.worker_pids()
+            slot = (await kill.inject()).split()[-1]
+            assert dies(pids[slot])
+            await kill.heal()
+            assert (await env.worker_pids())[slot] != pids[slot]
+
+            stop = PauseSupervisor(env, rng)
+            await stop.inject()
+            assert becomes(node.pid, stopped=True)
+            await stop.heal()
+            assert becomes(node.pid, stopped=False)
+        finally:
+            await nc.close()
+        old = node.pid
+        crash = KillSupervisor(env, rng)
+        await crash.inject()
+        assert not node.alive
+        await crash.heal()
+        assert node.alive and node.pid != old

@@ -184,3 +184,22 @@ def test_toxiproxy_python_client(server: ToxiproxyServer) -> None:
         assert client.proxies() == {}
     finally:
         client.update_api_consumer(*old)
+
+
+def test_suite_uses_the_toxiproxy_named_by_env(server: ToxiproxyServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chaos.toxiproxy import open_toxiproxy
+
+    monkeypatch.setenv("TOXIPROXY_URL", server.url + "/")
+    with open_toxiproxy() as url:
+        assert url == server.url
+    monkeypatch.delenv("TOXIPROXY_URL")
+    monkeypatch.setenv("PATH", "/nonexistent")  # no toxiproxy-server: ours, in a thread
+    with open_toxiproxy() as url:
+        assert url != server.url and call_version(url) == VERSION
+
+
+def call_version(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/version", timeout=10) as resp:
+        return json.loads(resp.read())["version"]
