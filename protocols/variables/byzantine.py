@@ -11,13 +11,13 @@ Message sequence (``S(phase)`` = ``coord.bft.<group>.<instance>.<phase>``,
 change applies on top of, e.g. ``var-lr-v3``)::
 
     gate    SUB  _INBOX.<x>
-    gate    PUB  S(request) reply=_INBOX.<x>   {v, group, instance, timeout, change}
+    gate    PUB  S(request) reply=_INBOX.<x>   {v, group, instance, timeout, change, nonce[, proposer, sig]}
                  (published again, backing off, until the gate has its answer)
     member  checks the change against its own space (and its own check)
-            refuses:  PUB _INBOX.<x>  {v, group, instance, member, ok: false, reason, sig}
+            refuses:  PUB _INBOX.<x>  {v, group, instance, member, nonce, ok: false, reason, sig}
             accepts:  participant.decide(group, change, instance=instance, validate=same checks)
                       (S(proposal), S(prevote), S(precommit), S(decision): the participant's phases)
-                      PUB _INBOX.<x>  {v, group, instance, member, ok: true, certificate, sig}
+                      PUB _INBOX.<x>  {v, group, instance, member, nonce, ok: true, certificate, sig}
                       (or ok: false with the reason it did not decide)
     gate    verify_certificate(certificate, directory.members(group))
             approve iff the decided value is exactly the requested change
@@ -44,6 +44,14 @@ A member (a worker whose registry entry carries
 
 Anyone, later: ``verify_change(await store.current("lr"), directory.members("variables"))``.
 
+Requests are authenticated when the members are given ``proposers``
+(``{id: public key}``, e.g. the operator key of ``foundation auth init``):
+the gate then signs its request with its ``signer`` and a member refuses,
+unanswered, any request whose signature does not verify. Every request
+carries a fresh random ``nonce`` that each signed answer repeats, and the
+gate counts a refusal only with its own nonce: a refusal signed for an
+earlier request of the same instance cannot be replayed against this one.
+
 Invariants (tests/protocols/test_variables_byzantine.py):
 
 * Approval only with a certificate that verifies against the group's keys,
@@ -68,6 +76,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import os
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -89,7 +98,7 @@ from protocols.bft import (
     subject,
     verify_certificate,
 )
-from protocols.bft.keys import verify
+from protocols.bft.keys import Signer, verify
 from protocols.bft.messages import normalize
 from protocols.variables.approval import VARIABLES_GROUP, ChangeRequest, Verdict
 from protocols.variables.space import ParameterSpace, VariableError, VariableValidationError
@@ -151,6 +160,8 @@ class ByzantineApproval:
         timeout: seconds to wait for the decision (members decide within it).
         reannounce: the longest pause between re-publications of the request
             (core NATS is at-most-once; late members still hear it).
+        signer: signs each request, for members that accept only requests of
+            known proposers (their ``proposers``).
 
     Attributes:
         ignored: answers not counted, by reason (bad-signature: malformed, from a
@@ -159,9 +170,10 @@ class ByzantineApproval:
 
     def __init__(
         self, nc: Client, directory: KeyDirectory, *, group: str = VARIABLES_GROUP, timeout: float = 10.0,
-        reannounce: float = 1.0,
+        reannounce: float = 1.0, signer: Signer | None = None,
     ) -> None:
         self.nc = nc
+        self.signer = signer
         self.directory = directory
         self.group = group
         self.timeout = timeout
@@ -179,9 +191,15 @@ class ByzantineApproval:
         n = len(members)
         instance = change_instance(change.name, change.version)
         wanted = normalize(change.to_dict())
-        body = codec.encode({
+        nonce = os.urandom(12).hex()  # answers name it: none signed for another request counts
+        request = {
             "v": _VERSION, "group": self.group, "instance": instance, "timeout": self.timeout, "change": wanted,
-        })
+            "nonce": nonce,
+        }
+        if self.signer is not None:
+            request["proposer"] = self.signer.id
+            request["sig"] = base64.b64encode(self.signer.sign(canonical(request))).decode()
+        body = codec.encode(request)
         answers: asyncio.Queue[bytes] = asyncio.Queue()
 
         async def collect(msg: Msg) -> None:
@@ -213,11 +231,11 @@ class ByzantineApproval:
                     data = await asyncio.wait_for(answers.get(), min(deadline, next_announce) - now)
                 except asyncio.TimeoutError:
                     continue
-                verdict = self._judge(data, members, instance, wanted, change, refused)
+                verdict = self._judge(data, members, instance, wanted, change, refused, nonce)
                 if verdict is not None:
                     return verdict
             while not answers.empty():  # answers that came in with the deadline still count
-                verdict = self._judge(answers.get_nowait(), members, instance, wanted, change, refused)
+                verdict = self._judge(answers.get_nowait(), members, instance, wanted, change, refused, nonce)
                 if verdict is not None:
                     return verdict
         finally:
@@ -232,7 +250,7 @@ class ByzantineApproval:
 
     def _judge(
         self, data: bytes, members: Mapping[str, str], instance: str, wanted: Any, change: ChangeRequest,
-        refused: dict[str, str],
+        refused: dict[str, str], nonce: str,
     ) -> Verdict | None:
         """The verdict this answer settles, or None to keep waiting."""
         answer = _open(data, members)
@@ -243,6 +261,10 @@ class ByzantineApproval:
             self.ignored["wrong-instance"] += 1
             return None
         if not answer.get("ok"):
+            if answer.get("nonce") != nonce:
+                # Signed, but for another request: a replayed refusal.
+                self.ignored["other-request"] += 1
+                return None
             refused.setdefault(answer["member"], str(answer.get("reason", "")))
             n = len(members)
             if len(refused) > fault_bound(n):
@@ -326,6 +348,8 @@ class ByzantineStakeholder:
             same answer on every honest member (it also judges other members'
             proposals inside the decision).
         max_timeout: the longest a member keeps deciding, whatever the request says.
+        proposers: ``{id: public key}`` of who may request changes; when given,
+            a request must be signed by one of them (others get no answer).
 
     Attributes:
         stats: requests by outcome (decided, refused, failed, malformed).
@@ -335,8 +359,9 @@ class ByzantineStakeholder:
 
     def __init__(
         self, participant: Participant, space: ParameterSpace, *, group: str = VARIABLES_GROUP,
-        check: MemberCheck | None = None, max_timeout: float = 30.0,
+        check: MemberCheck | None = None, max_timeout: float = 30.0, proposers: Mapping[str, str] | None = None,
     ) -> None:
+        self.proposers = dict(proposers) if proposers is not None else None
         self.participant = participant
         self.space = space
         self.group = group
@@ -344,7 +369,7 @@ class ByzantineStakeholder:
         self.max_timeout = max_timeout
         self.stats: Counter[str] = Counter()
         self._sub: Any = None
-        self._pending: dict[str, set[str]] = {}
+        self._pending: dict[str, dict[str, str]] = {}  # instance -> {reply: nonce}
         self._decided: OrderedDict[str, Certificate] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -398,9 +423,16 @@ class ByzantineStakeholder:
             body = codec.decode(msg.data, _MAX_BODY)
             instance, timeout, value = str(body["instance"]), float(body["timeout"]), body["change"]
             name, version = value["name"], value["version"]
+            nonce = body.get("nonce", "")
+            if not isinstance(nonce, str) or len(nonce) > 64:
+                raise ValueError("nonce")
         except (codec.CodecError, KeyError, TypeError, ValueError):
             self.stats["malformed"] += 1
             log.warning("stakeholder %s: malformed request on %s ignored", self.id, msg.subject)
+            return
+        if self.proposers is not None and not self._authentic(body):
+            self.stats["unauthenticated"] += 1
+            log.warning("stakeholder %s: request on %s not signed by a known proposer; ignored", self.id, msg.subject)
             return
         reason = None
         if msg.subject.split(".")[2:4] != [self.group, instance] or body.get("group") != self.group:
@@ -411,15 +443,15 @@ class ByzantineStakeholder:
             reason = self.problem(value, name, version)
         if reason is not None:
             self.stats["refused"] += 1
-            await self._answer({msg.reply}, instance, {"ok": False, "reason": reason})
+            await self._answer({msg.reply: nonce}, instance, {"ok": False, "reason": reason})
             return
         if instance in self._decided:
-            await self._answer({msg.reply}, instance, {"ok": True, "certificate": self._decided[instance].to_dict()})
+            await self._answer({msg.reply: nonce}, instance, {"ok": True, "certificate": self._decided[instance].to_dict()})
             return
         if instance in self._pending:
-            self._pending[instance].add(msg.reply)  # a repeat: answered when the running decision ends
+            self._pending[instance][msg.reply] = nonce  # a repeat: answered when the running decision ends
             return
-        self._pending[instance] = {msg.reply}
+        self._pending[instance] = {msg.reply: nonce}
         task = asyncio.get_running_loop().create_task(
             self._take_part(instance, value, name, version, min(timeout, self.max_timeout))
         )
@@ -441,14 +473,25 @@ class ByzantineStakeholder:
             while len(self._decided) > _REMEMBERED:
                 self._decided.popitem(last=False)
             answer = {"ok": True, "certificate": cert.to_dict()}
-        await self._answer(self._pending.pop(instance, set()), instance, answer)
+        await self._answer(self._pending.pop(instance, {}), instance, answer)
 
-    async def _answer(self, replies: set[str], instance: str, fields: dict[str, Any]) -> None:
-        body = {"v": _VERSION, "group": self.group, "instance": instance, "member": self.id, **fields}
-        data = _signed(body, self.participant)
-        for reply in replies:
+    def _authentic(self, body: dict[str, Any]) -> bool:
+        """The request is signed by one of ``proposers`` (over every field but ``sig``)."""
+        assert self.proposers is not None
+        fields = dict(body)
+        try:
+            sig = base64.b64decode(fields.pop("sig"), validate=True)
+            key = self.proposers.get(fields.get("proposer"))  # type: ignore[arg-type]
+        except (KeyError, TypeError, binascii.Error, ValueError):
+            return False
+        return key is not None and verify(key, canonical(fields), sig)
+
+    async def _answer(self, replies: Mapping[str, str], instance: str, fields: dict[str, Any]) -> None:
+        for reply, nonce in replies.items():
             if not reply_allowed(reply, f"change request {instance}"):
                 continue  # a request without an inbox still gets our part in the decision
+            body = {"v": _VERSION, "group": self.group, "instance": instance, "member": self.id, "nonce": nonce, **fields}
+            data = _signed(body, self.participant)
             try:
                 await self.participant.nc.publish(reply, data)
             except nats.errors.Error as exc:
