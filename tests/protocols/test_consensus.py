@@ -156,6 +156,11 @@ async def test_duplicate_stranger_and_late_votes_are_ignored(nc) -> None:
     decision = await propose(nc, "g", 1, participants=["raw", "b", "late"], deadline=0.5, session="dup")
     assert decision.outcome == "timeout"  # one counted yes of three, the late voter could have tipped it
     assert decision.yes == ["raw"] and decision.no == ["b"] and decision.unanswered == ["late"]
+    # The voter's own deadline runs from when it heard the proposal, a moment after
+    # the proposer's: release its callback only once that deadline has passed too.
+    async with asyncio.timeout(10):
+        while late.stats.late == 0 and late.stats.voted == 0:
+            await asyncio.sleep(0.01)
     release.set()
     # A vote sent after the decision changes nothing.
     await nc.publish(vote_subject("g", "dup", "late"), codec.encode({"session": "dup", "voter": "late", "vote": "yes"}))
