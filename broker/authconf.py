@@ -3,6 +3,7 @@
 Layout of the directory (default ``var/auth``)::
 
     client.nk  worker.nk  node.nk  operator.nk      seeds, mode 0600
+    client.pub worker.pub node.pub operator.pub     their public keys
     workers/<node>.<pool>.<n>.nk                    one per worker slot, mode 0600
     auth.conf                                       authorization { users = [...] }
 
@@ -79,6 +80,8 @@ def init_auth(auth_dir: str | Path, nodes: Iterable[str], pools: Iterable[tuple[
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)
         keys = {role: _seed(role_seed_file(root, role)) for role in ROLES}
+        for role, key in keys.items():  # public keys, e.g. for checking the operator's signature
+            (root / f"{role}.pub").write_text(key + "\n")
         (root / "workers").mkdir(mode=0o700, exist_ok=True)
         users = [
             User("client", keys["client"], permissions.client(keys["client"])),

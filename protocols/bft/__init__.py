@@ -97,12 +97,14 @@ from protocols.bft.messages import Message, canonical, digest
 from protocols.bft.participant import NATS_TIMEOUTS, Participant, subject
 from protocols.bft.quorum import fault_bound, proposer, quorum, skip_threshold
 from protocols.bft.registry_keys import METADATA_KEY, RegistryKeyDirectory, key_metadata, load_key_directory
+from protocols.bft.signed_keys import load_signed_key_directory, operator_public_key, sign_key_file
 
 __all__ = [
     "METADATA_KEY", "NATS_TIMEOUTS", "BftError", "Certificate", "CertificateError", "Decision",
     "DecisionTimeoutError", "Effects", "InvalidInstanceError", "InvalidKeyError", "InvalidProposalError",
     "KeyDirectory", "MalformedMessageError", "MembershipError", "Message", "Participant", "RegistryKeyDirectory",
     "Send", "Signer", "StaticKeyDirectory", "Tendermint", "Timeout", "TimeoutPolicy", "TransportUnavailableError",
+    "load_signed_key_directory", "operator_public_key", "sign_key_file",
     "build_certificate", "canonical", "digest", "fault_bound", "key_metadata", "load_key_directory", "new_seed",
     "proposer", "quorum", "seed_from_bytes", "skip_threshold", "subject", "verify_certificate",
 ]

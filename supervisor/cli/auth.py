@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from pathlib import Path
+
+import orjson
+
 from broker import init_auth
+from config.errors import FoundationError
 from supervisor.cli.common import add_config_option, load
 
 
@@ -23,6 +28,15 @@ def register(sub: Any) -> None:
         help="a node whose worker slots get identities (repeat for a cluster; default: node.name of the config)",
     )
     init.set_defaults(func=run_init)
+    sign = actions.add_parser(
+        "sign-keys",
+        help="sign a Byzantine key file (keys.json) with the operator's seed, so members can trust its keys",
+    )
+    add_config_option(sign)
+    sign.add_argument("keys", metavar="KEYS.json", help="{id: key} or {keys: {id: key}, groups: {group: [id, ...]}}")
+    sign.add_argument("--dir", help="auth directory holding operator.nk (default: [auth] dir of the config)")
+    sign.add_argument("--out", help="where to write the signed file (default: KEYS.signed.json)")
+    sign.set_defaults(func=run_sign)
 
 
 def run_init(args: argparse.Namespace) -> int:
@@ -36,4 +50,26 @@ def run_init(args: argparse.Namespace) -> int:
           f"and {workers} worker slot(s) of {', '.join(nodes)}")
     print(f"seeds: {auth_dir}/<role>.nk and {auth_dir}/workers/<node>.<pool>.<n>.nk (mode 0600)")
     print("use: set [auth] enabled = true (embedded server), or `include` auth.conf in your nats-server config")
+    return 0
+
+
+def run_sign(args: argparse.Namespace) -> int:
+    from protocols.bft import BftError, Signer, sign_key_file
+
+    cfg = load(args)
+    seed_file = Path(args.dir or cfg.auth.dir) / "operator.nk"
+    source = Path(args.keys)
+    out = Path(args.out) if args.out else source.with_suffix(".signed.json")
+    try:
+        signer = Signer("operator", seed_file.read_bytes().strip())
+        document = orjson.loads(source.read_bytes())
+        if not isinstance(document, dict):
+            raise FoundationError(f"{source} is not a JSON object")
+        out.write_bytes(orjson.dumps(sign_key_file(document, signer), option=orjson.OPT_INDENT_2))
+    except OSError as exc:
+        raise FoundationError(f"cannot sign {source}: {exc.strerror} ({exc.filename})") from exc
+    except (orjson.JSONDecodeError, BftError) as exc:
+        raise FoundationError(f"cannot sign {source}: {exc}") from exc
+    print(f"signed: {out} (by operator {signer.public_key}); members load it with "
+          "protocols.bft.load_signed_key_directory(path, [operator public key])")
     return 0
