@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -59,8 +60,19 @@ async def connect(
         NatsUnavailableError: the first connection failed.
     """
 
+    also_on_error = options.pop("error_cb", None)
+    refused: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+
     async def _error(exc: Exception) -> None:
-        log.debug("nats %s: %s", name, exc)
+        # A permissions violation is a refused action (a missing permission, or
+        # a process doing what its role may not): worth seeing, never silent.
+        text = str(exc).lower()
+        level = logging.WARNING if "permissions violation" in text else logging.DEBUG
+        log.log(level, "nats %s: %s", name, exc)
+        if (isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in text) and not refused.done():
+            refused.set_result(exc)
+        if also_on_error is not None:
+            await also_on_error(exc)
 
     async def _disconnected() -> None:
         log.info("nats %s: disconnected from %s", name, url)
@@ -85,14 +97,27 @@ async def connect(
         reconnected_cb=_reconnected,
     )
     opts.update(options)
-    try:
-        # With unlimited reconnects the client would also retry its *first*
-        # connection forever; bound that one by ``connect_timeout``.
-        return await asyncio.wait_for(nats.connect(**opts), connect_timeout)
-    except asyncio.TimeoutError:
-        raise NatsUnavailableError(f"cannot connect to NATS at {url} within {connect_timeout:g}s; is the server running?") from None
-    except Exception as exc:  # nats.connect raises assorted OSError/NATS errors
-        raise NatsUnavailableError(f"cannot connect to NATS at {url}: {exc}; is the server running?") from exc
+    # With unlimited reconnects the client would also retry its *first*
+    # connection forever; bound that one by ``connect_timeout``, and end it at
+    # once when the server refuses the credentials (retrying cannot help).
+    connecting = asyncio.ensure_future(nats.connect(**opts))
+    done, _ = await asyncio.wait({connecting, refused}, timeout=connect_timeout, return_when=asyncio.FIRST_COMPLETED)
+    if connecting in done:
+        try:
+            return connecting.result()
+        except Exception as exc:  # nats.connect raises assorted OSError/NATS errors
+            if refused.done():
+                exc = refused.result()
+            raise NatsUnavailableError(f"cannot connect to NATS at {url}: {exc}; is the server running?") from exc
+    connecting.cancel()
+    with contextlib.suppress(BaseException):
+        await connecting
+    if refused.done():
+        raise NatsUnavailableError(
+            f"NATS at {url} refused this identity ({refused.result()}): check nats.creds / nats.nkey_seed_file / "
+            "nats.user and its password, or [auth] and the seeds of `foundation auth init`"
+        )
+    raise NatsUnavailableError(f"cannot connect to NATS at {url} within {connect_timeout:g}s; is the server running?")
 
 
 def jetstream(nc: Client, timeout: float = 5.0) -> JetStreamContext:

@@ -141,6 +141,7 @@ async def status_report(node: Node) -> dict[str, Any]:
     return {
         "node": node.name,
         "nats": node.nats_url,
+        "identity": node.identity.describe(),  # which credentials, never a secret
         "uptime_s": round(time.time() - node.started, 1),
         "pools": pools,
     }

@@ -20,7 +20,17 @@ from pathlib import Path
 import nats.errors
 import pytest
 
-from broker import connect, decode, jetstream, read_stream, role_identity, subjects, worker_identity
+from broker import (
+    EmbeddedServer,
+    ServerOptions,
+    connect,
+    decode,
+    jetstream,
+    read_stream,
+    role_identity,
+    subjects,
+    worker_identity,
+)
 from broker.tasks import collect_results, publish_task
 from protocols.bft import Participant, Signer, StaticKeyDirectory
 from protocols.bft.keys import new_seed
@@ -117,3 +127,28 @@ async def _bft_decision(url: str, auth: Path) -> None:
             await p.close()
         for nc in conns:
             await nc.close()
+
+
+def test_a_user_and_password_identity_never_shows_the_password(tmp_path: Path) -> None:
+    secret = "s3cret-pw-4711"
+    conf = tmp_path / "server.conf"
+    conf.write_text(f'authorization {{ user: "fnode", password: "{secret}" }}\n')
+    (tmp_path / "pw").write_text(secret + "\n")
+    with EmbeddedServer(ServerOptions(store_dir=tmp_path / "nats-ext", extra_args=("--config", str(conf)))) as server:
+        config = write_config(tmp_path / "foundation.toml", nats_url=server.url,
+                              nats={"user": "fnode", "password_file": str(tmp_path / "pw")},
+                              pools={"echo": {"handler": "workers.examples:echo", "size": 1}})
+        node = NodeProcess(config, "--log-level", "DEBUG")
+        try:
+            node.wait_up()
+            status = cli(config, "status", "--url", server.url, "--json")
+            assert status.returncode == 0, status.stderr
+            assert json.loads(status.stdout)["identity"] == "user fnode"
+            assert secret not in status.stdout + status.stderr
+        finally:
+            assert node.stop() == 0
+        assert secret not in "".join(node.output)
+        # Without the password the server refuses, and the CLI says so.
+        (tmp_path / "pw").write_text("wrong\n")
+        refused = cli(config, "status", "--url", server.url)
+        assert refused.returncode != 0 and "refused this identity" in refused.stderr, refused.stderr
