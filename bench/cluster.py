@@ -43,7 +43,7 @@ from broker import (  # noqa: E402
     subjects,
 )
 from config import NatsConfig  # noqa: E402
-from tests.nodeproc import NodeProcess, write_config  # noqa: E402
+from supervisor.harness import NodeProcess, write_config  # noqa: E402
 
 POOL = "echo"
 

@@ -10,7 +10,7 @@ from nats.js.api import RetentionPolicy, StreamConfig
 
 from broker import DeclarationError, LocalCluster, catalog, connect, declare_all, jetstream, key_value, subjects
 from config import NatsConfig
-from tests.nodeproc import FOUNDATION, write_config
+from supervisor.harness import FOUNDATION, write_config
 
 ALL = sorted([s.name for s in catalog.streams(NatsConfig())] + [catalog.bucket_stream(b) for b in catalog.BUCKETS])
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from broker import LocalCluster, catalog, connect, decode, jetstream, publish_task, read_stream, retrying, subjects
-from tests.nodeproc import NodeProcess
+from supervisor.harness import NodeProcess
 from tests.supervisor.cluster import start_node, stop_all
 from tests.supervisor.test_up import worker_pids
 from workers.statestore import StateStore
