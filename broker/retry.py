@@ -37,6 +37,10 @@ T = TypeVar("T")
 LEADERLESS_CODES = frozenset({10008, 10009, 10118, 10119})
 
 RETRY_DEADLINE = 60.0  # seconds; a leader election takes a few, a server restart tens
+# Longest pause between attempts on the task path (publishes, fetches, result
+# stores): a new leader is usually elected 4-6 s after a kill -9, and a client
+# asking every quarter second notices within that much of it.
+ELECTION_POLL = 0.25
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -107,7 +111,8 @@ async def publish(
     if not msg_id:
         raise ValueError("a retried publish needs a Nats-Msg-Id, or a lost ack could store it twice")
     hdrs = {**(headers or {}), subjects.MSG_ID: msg_id}
-    return await retrying(lambda: js.publish(subject, payload, headers=hdrs), what=f"publish to {subject}", deadline=deadline)
+    return await retrying(lambda: js.publish(subject, payload, headers=hdrs), what=f"publish to {subject}",
+                          deadline=deadline, max_delay=ELECTION_POLL)
 
 
 

@@ -35,6 +35,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from broker import CodecError, decode, error_line, is_transient, jetstream, result_body, subjects
+from broker.retry import ELECTION_POLL
 from config.schema import PoolConfig
 from workers.context import TaskContext
 from workers.deadletter import DeadLetters
@@ -183,7 +184,7 @@ class Worker(StatefulTasks):
             # The consumer has no leader just now (its server died; the
             # cluster is electing another): the same fetch works once it has
             # one. Restarting the worker would not make that sooner.
-            self._fetch_retry = min(max(self._fetch_retry * 2, 0.05), 1.0)
+            self._fetch_retry = min(max(self._fetch_retry * 2, 0.05), ELECTION_POLL)
             log.warning("%s: fetch failed (%s); retrying in %.2fs", self.worker_id, type(exc).__name__, self._fetch_retry)
             await asyncio.sleep(self._fetch_retry)
             return

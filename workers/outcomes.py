@@ -17,17 +17,17 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from broker import TRANSIENT_ERRORS, dead_letter_headers, encode, reply_allowed, subjects
+from broker import dead_letter_headers, encode, is_transient, reply_allowed, subjects
+from broker.retry import ELECTION_POLL
 
 log = logging.getLogger("foundation.worker")
 
-_TRANSIENT = TRANSIENT_ERRORS
 
 
 class OutcomeStore:
     """Publishes results and dead letters for one pool, retrying until stored."""
 
-    def __init__(self, nc: Client, js: JetStreamContext, pool: str, *, max_retry_delay: float = 2.0) -> None:
+    def __init__(self, nc: Client, js: JetStreamContext, pool: str, *, max_retry_delay: float = ELECTION_POLL) -> None:
         self.nc = nc
         self.js = js
         self.pool = pool
@@ -41,8 +41,9 @@ class OutcomeStore:
             try:
                 await self.js.publish(subject, data, headers=headers)
                 return
-            except _TRANSIENT as exc:
-                if self.nc.is_closed:
+            except Exception as exc:
+                # Transient: NATS away, or RESULTS/DLQ electing a leader.
+                if not is_transient(exc) or self.nc.is_closed:
                     raise
                 log.warning("storing on %s failed (%s); retrying in %.2fs", subject, type(exc).__name__, delay)
             # Back off before the next attempt; NATS is reconnecting meanwhile.
