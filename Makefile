@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench dashboards chaos clean
+.PHONY: run test bench dashboards chaos cluster-soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ chaos: $(STAMP)
 	for s in kill-workers pause-processes kill-supervisor kill-nats-leader pause-nats partition-minority partition-leader partition-bridge client-link-faults mixed; do \
 		$(BIN)/foundation chaos run $$s --duration $(CHAOS_DURATION) --report var/chaos/$$s || exit 1; done
 	$(BIN)/foundation chaos run lossy-r1-wipe --duration 10 --report var/chaos/lossy-r1-wipe; test $$? -eq 1
+
+# The cluster failover tests (kill -9 of stream leaders on a real 3-server
+# cluster) run once in `make test`; this repeats them SOAK_RUNS times.
+SOAK_RUNS ?= 10
+cluster-soak: $(STAMP)
+	for i in $$(seq $(SOAK_RUNS)); do $(BIN)/python -m pytest -q -p no:cacheprovider tests/broker/test_cluster.py tests/supervisor/test_cluster_failover.py tests/supervisor/test_cluster_services.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
