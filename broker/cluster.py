@@ -27,9 +27,9 @@ picked free by binding port 0 just before, a window in which another process
 could take one (the start then fails with the server's log named).
 
 :meth:`LocalCluster.start` returns once every server passes the full
-``/healthz`` (JetStream enabled, meta leader known, its streams current) and
-all of them agree on one meta leader: a stream created right after ``start``
-gets its replicas.
+``/healthz`` (JetStream enabled, meta leader known, its streams current), all
+of them agree on one meta leader and that leader sees every other server
+current: a stream created right after ``start`` gets its replicas.
 """
 
 from __future__ import annotations
@@ -198,16 +198,25 @@ class LocalCluster:
         return addr
 
     def _wait_meta_leader(self, deadline: float) -> None:
+        """Until every server names the same meta leader and that leader sees
+        every other server current and online.
+
+        A cluster that just formed can count a peer offline for a moment;
+        a stream declared with all servers' replicas then is refused ("no
+        suitable peers").
+        """
         delay = 0.01
+        want = len(self.names) - 1
         while True:
-            leaders = set()
-            for name in self.names:
-                jsz = _get_json(f"{self._addresses[name].monitor_url}/jsz") or {}
-                leaders.add((jsz.get("meta_cluster") or {}).get("leader") or "")
+            metas = {name: (_get_json(f"{self._addresses[name].monitor_url}/jsz") or {}).get("meta_cluster") or {} for name in self.names}
+            leaders = {meta.get("leader") or "" for meta in metas.values()}
             if len(leaders) == 1 and "" not in leaders:
-                return
+                leader = next(iter(leaders))
+                peers = metas.get(leader, {}).get("replicas") or []
+                if len(peers) == want and all(p.get("current") and not p.get("offline") for p in peers):
+                    return
             if time.monotonic() > deadline:
-                raise ServerNotReadyError(f"the cluster's servers did not agree on a JetStream meta leader (saw {sorted(leaders)}); see the logs under {self.dir}")
+                raise ServerNotReadyError(f"the cluster's servers did not agree on a JetStream meta leader seeing all of them current (saw leaders {sorted(leaders)}); see the logs under {self.dir}")
             # Polling external processes: there is no event to wait on.
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
