@@ -116,7 +116,9 @@ def worker(public_key: str, agent: str, pool: str) -> Permissions:
             *kv_reads,
             subjects.coord("quota", pool, "service", "request"),
             f"coord.consensus.*.*.vote.{agent}",  # its votes: counted for the agent the subject names
-            f"coord.cnp.{pool}.>",  # market dispatch among the pool's agents
+            # Market dispatch among the pool's agents: calls for proposals, and
+            # answers on its own subject (a bid counts for the agent it names).
+            f"coord.cnp.{pool}.*.cfp", f"coord.cnp.{pool}.*.reply.{agent}",
             subjects.METRICS_ROUNDS,
             "_INBOX.>",  # Foundation-Reply-To results and protocol answers
         ),
@@ -156,7 +158,7 @@ def operator(public_key: str) -> Permissions:
             # `vars propose`: the consensus round among stakeholders, then the agreed value.
             # (proposals and decisions only: a vote goes on its voter's own subject)
             "coord.consensus.*.*.propose", "coord.consensus.*.*.decision", f"$KV.{CONSENSUS_BUCKET}.>", "coord.bft.>", f"$KV.{subjects.VARIABLES_BUCKET}.>",
-            "coord.cnp.>",  # `market auction`
+            "coord.cnp.*.*.cfp",  # `market auction` (answers reach it on the subjects of the bidders)
             subjects.METRICS_ROUNDS,  # the rounds of those two, for a node to count
             "_INBOX.>",
         ),

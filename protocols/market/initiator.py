@@ -221,7 +221,7 @@ class _Round:
     async def run(self) -> m.Conversation:
         owner = self.owner
         try:
-            sub = await owner.nc.subscribe(self.reply_subject, cb=self.on_message)
+            sub = await owner.nc.subscribe(f"{self.reply_subject}.>", cb=self.on_message)
         except nats.errors.Error as exc:
             raise ContractNetError(f"cannot subscribe to {self.reply_subject}: {exc}") from exc
         try:
@@ -301,6 +301,10 @@ class _Round:
             return
         performative, cid, sender, reply_to, body = parsed
         if cid != self.conv.conversation_id:
+            return
+        if sender != m.sender_of(msg.subject, self.reply_subject):
+            # The subject says who sent it (the server enforces it with [auth]); the header is the sender's word.
+            self.record("in", performative, sender, body, note="forged")
             return
         if performative in (m.PROPOSE, m.REFUSE):
             await self.on_answer(performative, sender, reply_to, body)

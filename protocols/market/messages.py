@@ -3,7 +3,7 @@
 Subjects (``group`` is the set of agents that may bid, e.g. a pool or a capability)::
 
     coord.cnp.<group>.<conversation>.cfp     initiator -> every participant of the group
-    coord.cnp.<group>.<conversation>.reply   participants -> initiator
+    coord.cnp.<group>.<conversation>.reply.<sender>   participants -> initiator
     <participant inbox>                      initiator -> one participant
 
 Every message carries the headers ``Foundation-Performative``,
@@ -22,6 +22,11 @@ Every message carries the headers ``Foundation-Performative``,
     cancel           {reason}                the initiator gave up on the accepted participant
 
 Unknown body fields are ignored, so either side may add some.
+
+An answer counts for the participant its subject names (:func:`answer_subject`),
+and one whose ``Foundation-Sender`` header names anyone else is ignored: with
+``[auth]`` a worker may publish only on ``….reply.<its own agent id>``
+(broker.permissions), so the server stops a bid in another agent's name.
 """
 
 from __future__ import annotations
@@ -82,6 +87,23 @@ def cfp_wildcard(group: str) -> str:
 
 def reply_subject(group: str, conversation_id: str) -> str:
     return subjects.coord(PROTOCOL, group, conversation_id, "reply")
+
+
+def answer_subject(reply_to: str, sender: str) -> str:
+    """Where ``sender`` answers a conversation whose reply subject is ``reply_to``: its own subject under it.
+
+    Raises:
+        ContractNetError: the sender id cannot name a subject.
+    """
+    try:
+        return ".".join([reply_to, *(subjects.token(t, "agent id") for t in sender.split("."))])
+    except BrokerError as exc:
+        raise ContractNetError(f"agent id {sender!r} cannot answer a call for proposals: {exc}") from exc
+
+
+def sender_of(subject: str, reply_to: str) -> str:
+    """The sender an answer's subject names (empty if it is not under ``reply_to``)."""
+    return subject[len(reply_to) + 1:] if subject.startswith(reply_to + ".") else ""
 
 
 def answer_to_ok(reply_to: str, group: str, conversation_id: str) -> bool:

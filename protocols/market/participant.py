@@ -40,6 +40,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from broker import codec
+from broker.subjects import is_inbox
 from protocols.market import messages as m
 from protocols.market.errors import ContractNetError
 
@@ -176,6 +177,8 @@ class ContractNetParticipant:
 
     async def _send(self, subject: str, performative: str, cid: str, peer: str, body: Any) -> None:
         self._record(cid, "out", performative, peer, body)
+        if not is_inbox(subject):  # the conversation's reply subject: answer on our own subject under it
+            subject = m.answer_subject(subject, self.agent_id)
         await m.send(
             self.nc, subject, performative, conversation_id=cid, sender=self.agent_id, reply_to=self._inbox, body=body
         )

@@ -178,10 +178,11 @@ async def test_worker_writes_only_its_own_keys_and_its_pools_subjects(conns: dic
         kv = await js.key_value(bucket)
         await kv.put(ME, b"mine")
         assert (await kv.get(ME)).value == b"mine"
-    votes = await node.nc.subscribe("coord.consensus.g.s1.vote.>")
+    votes = await node.nc.subscribe("coord.*.*.*.*.>")
     await settled(node.nc)
-    await worker.nc.publish(f"coord.consensus.g.s1.vote.{ME}", b"{}")  # its own vote
-    assert (await votes.next_msg(timeout=10)).subject == f"coord.consensus.g.s1.vote.{ME}"
+    for own in (f"coord.consensus.g.s1.vote.{ME}", f"coord.cnp.echo.c1.reply.{ME}"):  # its own vote, its own bid
+        await worker.nc.publish(own, b"{}")
+        assert (await votes.next_msg(timeout=10)).subject == own
     variables = await js.key_value(subjects.VARIABLES_BUCKET)
     await jetstream(node.nc).publish("$KV.variables.lr", b"0.1")
     assert (await variables.get("lr")).value == b"0.1"
@@ -194,6 +195,7 @@ async def test_worker_writes_only_its_own_keys_and_its_pools_subjects(conns: dic
         "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.TASKS.pool-echo", "tasks.echo", "results.other", "dlq.other",
         "coord.bft.variables._control.p0", "coord.quota.other.service.request",
         f"coord.consensus.g.s1.vote.{OTHER}", "coord.consensus.g.s1.propose",  # a vote in another's name
+        f"coord.cnp.echo.c1.reply.{OTHER}", "coord.cnp.other.c1.cfp",  # a bid in another's name, another pool
     ):
         assert await worker.refused_publish(subject), subject
     assert await worker.refused_subscribe("_INBOX.>")
@@ -223,7 +225,7 @@ async def test_operator_controls_and_reads_but_forges_nothing(conns: dict[str, C
         "tasks.echo", "results.echo", "dlq.echo", f"$KV.registry.{ME}", f"$KV.agent_state.{ME}",
         "$JS.API.STREAM.DELETE.TASKS", "$JS.API.STREAM.PURGE.TASKS", "$JS.API.CONSUMER.DELETE.TASKS.pool-echo",
         "$JS.API.CONSUMER.CREATE.TASKS", "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.TASKS.pool-echo",
-        "coord.bft.variables._control.p0", f"coord.consensus.g.s1.vote.{ME}",
+        "coord.bft.variables._control.p0", f"coord.consensus.g.s1.vote.{ME}", f"coord.cnp.echo.c1.reply.{ME}",
     ):
         assert await operator.refused_publish(subject), subject
 

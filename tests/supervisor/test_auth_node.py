@@ -49,7 +49,8 @@ def auth_node(tmp_path: Path):
     config = write_config(
         tmp_path / "foundation.toml", node=NODE,
         pools={"echo": {"handler": "workers.examples:echo", "size": 2, "max_deliver": 2, "backoff": [0.05],
-                        "capabilities": ["echo", "variables"], "quota": {"rate_per_s": 1000}}},
+                        "capabilities": ["echo", "variables"], "quota": {"rate_per_s": 1000}},
+               "bid": {"handler": "workers.examples:echo", "size": 2, "dispatch": "market"}},
         auth={"enabled": True, "dir": str(tmp_path / "auth")},
         variables={"lr": {"kind": "float", "default": 0.1, "low": 0.0, "high": 1.0}},
     )
@@ -80,10 +81,18 @@ async def test_the_whole_pipeline_runs_with_each_process_under_its_role(auth_nod
         [dead] = await read_stream(jetstream(operator), subjects.DLQ_STREAM, subjects.dlq("echo"))
         assert dead.data == b"{not json"
 
+        # Market dispatch: each task offered by Contract Net among the pool's agents, bids on their own subjects.
+        async with collect_results(jetstream(client), "bid") as results:
+            for task_id in ("b1", "b2"):
+                await publish_task(jetstream(client), "bid", {"id": task_id}, task_id=task_id)
+            got = await results.wait_for({"b1", "b2"}, timeout=60)
+        assert all(got[t]["ok"] and got[t]["result"] == {"id": t} for t in ("b1", "b2"))
+
         # Registry entries, each written by its own worker; read by the operator's CLI.
         listed = cli(config, "registry", "ls", "--url", url, "--json")
         assert listed.returncode == 0, listed.stderr
-        assert sorted(e["id"] for e in json.loads(listed.stdout)["entries"]) == [f"{NODE}.echo.0", f"{NODE}.echo.1"]
+        assert sorted(e["id"] for e in json.loads(listed.stdout)["entries"]) == [
+            f"{NODE}.bid.0", f"{NODE}.bid.1", f"{NODE}.echo.0", f"{NODE}.echo.1"]
 
         # A variables vote: the operator proposes, the workers vote under their identities.
         proposed = cli(config, "vars", "propose", "lr", "0.5", "--url", url)

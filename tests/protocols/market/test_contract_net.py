@@ -155,7 +155,7 @@ async def test_a_late_proposal_is_rejected_and_never_accepted(nc: Any) -> None:
         await asyncio.wait_for(late_seen.wait(), 10)
         return "ok"
 
-    await nc.subscribe(f"coord.cnp.{GROUP}.*.reply", cb=on_wire)
+    await nc.subscribe(f"coord.cnp.{GROUP}.*.reply.>", cb=on_wire)
     specs = {"slow": (slow_bid, echo), "fast": (price(9), waits_for_the_late_proposal)}
     async with agents(nc, specs) as started:
         initiator = ContractNetInitiator(nc, GROUP, participants=list(specs), reply_within=0.3)
@@ -310,7 +310,7 @@ async def test_an_award_after_stop_bidding_is_declined_at_once(nc: Any) -> None:
         await asyncio.wait_for(gate.wait(), 10)  # holds bidding open until the drainer stopped
         return None
 
-    await nc.subscribe(f"coord.cnp.{GROUP}.*.reply", cb=on_wire)
+    await nc.subscribe(f"coord.cnp.{GROUP}.*.reply.>", cb=on_wire)
     drainer = ContractNetParticipant(nc, GROUP, "drainer", bid=price(1), perform=echo)
     await drainer.start()
     specs = {"gated": (refuse_when_opened, echo), "backup": (price(4), echo)}
@@ -390,3 +390,20 @@ def setter(event: asyncio.Event) -> Callable[[Any], Awaitable[None]]:
         event.set()
 
     return callback
+
+
+async def test_a_bid_counts_for_the_agent_its_subject_names_not_the_header(nc: Any) -> None:
+    async def mallory(msg: Any) -> None:
+        performative, cid, _sender, reply_to, _body = m.parse(msg)
+        # A bargain in honest's name, sent on mallory's own answer subject.
+        await m.send(nc, m.answer_subject(reply_to, "mallory"), m.PROPOSE, conversation_id=cid, sender="honest",
+                     reply_to=nc.new_inbox(), body={"price": 0.01})
+
+    sub = await nc.subscribe(f"coord.cnp.{GROUP}.*.cfp", cb=mallory)
+    async with agents(nc, {"honest": (price(5), echo)}):
+        initiator = ContractNetInitiator(nc, GROUP, participants=["honest", "mallory"], reply_within=1.0)
+        result = await initiator.run("job")
+    await sub.unsubscribe()
+    (conv,) = result.conversations
+    assert (result.winner, result.price) == ("honest", 5)
+    assert [r.note for r in conv.received(m.PROPOSE) if r.body == {"price": 0.01}] == ["forged"]
