@@ -55,12 +55,15 @@ from broker.retry import is_transient, retrying
 from broker.retry import publish as publish_retrying
 from broker.streams import (
     DeclarationError,
+    StaleWatchError,
     consumer_config,
     declare_all,
     declare_pool_consumer,
     declare_streams,
     key_value,
+    reconnects,
     stream_configs,
+    watch_update,
 )
 from broker.tasks import (
     ResultCollector,
@@ -76,5 +79,5 @@ __all__ = [
     "BodyTooLargeError", "ClusterError", "CodecError", "DeclarationError", "LocalCluster", "declare_all", "is_transient", "publish_retrying", "retrying", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",
     "ServerAddress", "TRANSIENT_ERRORS", "ServerNotReadyError", "ServerOptions", "connect", "consumer_config", "decode",
     "dead_letter_headers", "declare_pool_consumer", "declare_streams", "error_line", "result_body", "die_with_parent", "encode", "jetstream", "key_value",
-    "one_line", "publish_task", "read_stream", "ResultCollector", "collect_results", "task_id_of", "server_binary", "stream_configs", "subjects", "wait_ready", "monitor", "catalog",
+    "one_line", "publish_task", "read_stream", "ResultCollector", "collect_results", "task_id_of", "server_binary", "stream_configs", "subjects", "wait_ready", "monitor", "catalog", "StaleWatchError", "reconnects", "watch_update",
 ]

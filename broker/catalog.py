@@ -28,6 +28,10 @@ VARIABLES_HISTORY = 64  # revisions kept per variable: the most a NATS KV bucket
 ATTEMPTS_TTL = 24 * 3600.0  # far beyond the longest redelivery schedule
 EXITS_MAX_AGE = 24 * 3600.0
 EXITS_MAX_MSGS = 100_000
+# The longest a registry record lives without being rewritten, whatever TTL
+# its writer set (or none): an entry nobody heartbeats always goes away.
+# Every registry TTL must be shorter (heartbeats rewrite every ttl / 3).
+REGISTRY_MAX_AGE = 300.0
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class BucketSpec:
 BUCKETS: dict[str, BucketSpec] = {
     b.name: b
     for b in (
-        BucketSpec(subjects.REGISTRY_BUCKET, per_key_ttl=True),
+        BucketSpec(subjects.REGISTRY_BUCKET, ttl=REGISTRY_MAX_AGE, per_key_ttl=True),
         BucketSpec(subjects.AGENT_STATE_BUCKET),
         BucketSpec(subjects.VARIABLES_BUCKET, history=VARIABLES_HISTORY),
         BucketSpec(subjects.CONSENSUS_BUCKET),

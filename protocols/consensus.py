@@ -31,6 +31,12 @@ Rules (each checked by tests/protocols/test_consensus.py):
   (a body naming someone else is ignored): with ``[auth]`` a worker may
   publish only ``S(vote).<its own agent id>`` (broker.permissions), so the
   server itself stops a vote in another's name.
+* Proposals come from any client, so a voter trusts none of their numbers:
+  a ``timeout`` that is not a finite number is refused and one above
+  :data:`MAX_TIMEOUT` is cut to it; participants must be a list of strings
+  (at most :data:`MAX_PARTICIPANTS`); a voter holds at most
+  ``max_pending`` proposals (running or waiting for a slot) and drops the
+  rest with a warning naming the subject.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import time
 import uuid
 import weakref
@@ -61,6 +68,8 @@ CONSENSUS_BUCKET = subjects.CONSENSUS_BUCKET
 YES, NO, ABSTAIN = "yes", "no", "abstain"
 _VOTES = (YES, NO, ABSTAIN)
 _VERSION = 1
+MAX_TIMEOUT = 300.0  # seconds: the longest a voter works on one proposal
+MAX_PARTICIPANTS = 10_000
 
 Outcome = Literal["accepted", "rejected", "timeout"]
 Finder = Callable[[str], Awaitable[list[str]]]
@@ -393,6 +402,32 @@ async def read_decision(nc: Client, group: str, session: str) -> Decision | None
     return Decision.from_dict(codec.decode(entry.value or b"{}"))
 
 
+def parse_proposal(data: bytes, now: float) -> Proposal:
+    """A proposal from the wire, its deadline on the clock that gave ``now``.
+
+    Raises:
+        ConsensusError: not a proposal, or a number or list of the wrong shape.
+    """
+    try:
+        body = codec.decode(data, 1024 * 1024)
+    except codec.CodecError as exc:
+        raise ConsensusError(f"proposal is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ConsensusError("a proposal is a JSON object")
+    session, group, proposer = body.get("session"), body.get("group"), body.get("proposer", "")
+    if not all(isinstance(x, str) for x in (session, group, proposer)) or not session:
+        raise ConsensusError("session, group and proposer must be strings")
+    timeout = body.get("timeout")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout < 0:
+        raise ConsensusError(f"timeout {timeout!r} is not a finite number of seconds")
+    participants = body.get("participants") or []
+    if (not isinstance(participants, list) or len(participants) > MAX_PARTICIPANTS
+            or not all(isinstance(p, str) for p in participants)):
+        raise ConsensusError(f"participants must be a list of at most {MAX_PARTICIPANTS} strings")
+    return Proposal(session=session, group=group, proposer=proposer, value=body.get("value"),
+                    participants=tuple(participants), deadline=now + min(float(timeout), MAX_TIMEOUT))
+
+
 Answer = Ballot | bool | str
 Decide = Callable[[Proposal], Awaitable[Answer] | Answer]
 
@@ -413,6 +448,8 @@ class VoterStats:
     late: int = 0
     skipped: int = 0  # proposals this voter was not a participant of
     failed: int = 0  # callback errors, answered as abstentions
+    malformed: int = 0  # proposals refused by parse_proposal
+    dropped: int = 0  # proposals over max_pending
 
 
 class Voter:
@@ -427,7 +464,8 @@ class Voter:
     """
 
     def __init__(
-        self, nc: Client, group: str, voter_id: str, decide: Decide, *, max_concurrent: int = 64
+        self, nc: Client, group: str, voter_id: str, decide: Decide, *, max_concurrent: int = 64,
+        max_pending: int | None = None,
     ) -> None:
         vote_subject(group, "_", voter_id)  # a voter id that cannot name a subject is refused here
         self.nc = nc
@@ -436,6 +474,7 @@ class Voter:
         self.stats = VoterStats()
         self._decide = decide
         self._slots = asyncio.Semaphore(max_concurrent)
+        self.max_pending = max_pending if max_pending is not None else 4 * max_concurrent
         self._sub: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -462,18 +501,18 @@ class Voter:
     async def _on_proposal(self, msg: Msg) -> None:
         loop = asyncio.get_running_loop()
         try:
-            body = codec.decode(msg.data, 1024 * 1024)
-            proposal = Proposal(
-                session=str(body["session"]), group=str(body["group"]), proposer=str(body.get("proposer", "")),
-                value=body.get("value"), participants=tuple(body.get("participants") or ()),
-                deadline=loop.time() + float(body["timeout"]),
-            )
+            proposal = parse_proposal(msg.data, loop.time())
             reply = vote_subject(self.group, proposal.session, self.voter_id)
-        except (codec.CodecError, KeyError, TypeError, ValueError, ConsensusError):
-            log.warning("voter %s: malformed proposal on %s ignored", self.voter_id, msg.subject)
+        except ConsensusError as exc:
+            self.stats.malformed += 1
+            log.warning("voter %s: proposal on %s ignored: %s", self.voter_id, msg.subject, exc)
             return
         if proposal.participants and self.voter_id not in proposal.participants:
             self.stats.skipped += 1
+            return
+        if len(self._tasks) >= self.max_pending:
+            self.stats.dropped += 1
+            log.warning("voter %s: %d proposals in hand; %s dropped", self.voter_id, len(self._tasks), msg.subject)
             return
         task = loop.create_task(self._answer(proposal, reply))
         self._tasks.add(task)

@@ -19,6 +19,9 @@ write with its fencing term and the instant the writer believed it led):
    the dead leader's last renewal.
 4. Watchers see each new (leader, term), each resignation, and an expiry
    (no renewal seen for a whole ttl) as ``Leader(None, term, expired=True)``.
+5. A candidate never gives up: :meth:`Election.run` campaigns again, with
+   backoff, after any error (a NATS outage or read timeout, a malformed
+   record), and a watcher skips a malformed record with a warning.
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ from typing import Any
 import nats.errors
 from nats.js.kv import KeyValue
 
-from protocols.lease import Lease, LeaseRecord, LeaseUnavailableError, decode_record, read_lease
+from protocols.lease import Lease, LeaseError, LeaseRecord, LeaseUnavailableError, decode_record, read_lease
 from protocols.metrics import timed_round
 
 log = logging.getLogger("foundation.protocols.election")
+
+RETRY_BACKOFF = (0.1, 5.0)  # first and longest pause before campaigning again after an error
 
 
 def election_key(name: str) -> str:
@@ -114,7 +119,7 @@ class Election:
 
     async def leader(self) -> Leader:
         """The leader of record now (it may have died without resigning)."""
-        record = await read_lease(self._kv, election_key(self.name))
+        record = await read_lease(self._kv, election_key(self.name), malformed_ttl=self.lease.ttl)
         if record is None:
             return Leader(None, 0)
         return Leader(record.holder, record.term)
@@ -128,29 +133,51 @@ class Election:
 
         ``lead`` is cancelled as soon as the lead is lost, and the candidate
         campaigns again; if ``lead`` returns, the candidate resigns and
-        campaigns again. Cancel :meth:`run` to stop (it resigns).
+        campaigns again. Any error, of the campaign or of ``lead``, is logged
+        and the candidate campaigns again after a backoff pause. Cancel
+        :meth:`run` to stop (it resigns).
         """
+        pause, longest = RETRY_BACKOFF
         try:
             while True:
-                term = await self.campaign()
-                me = asyncio.current_task()
-                if me is not None and me.cancelling():
-                    # Python 3.11's wait_for can swallow a cancel that races
-                    # with its result; a stop asked for must still stop us.
-                    raise asyncio.CancelledError
-                lost = self.lost
-                work = asyncio.ensure_future(lead(term))
-                watch = asyncio.ensure_future(lost.wait())
                 try:
-                    await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for task in (work, watch):
-                        task.cancel()
-                    await asyncio.gather(work, watch, return_exceptions=True)
-                if not lost.is_set():
-                    await self.resign()
+                    await self._serve_once(lead)
+                    pause = RETRY_BACKOFF[0]
+                except Exception as exc:  # a candidate that stops campaigning is lost for good
+                    log.warning("election %s: %s campaigns again in %.1fs after %r", self.name, self.candidate,
+                                pause, exc)
+                    with contextlib.suppress(Exception):
+                        await self.resign()
+                    await asyncio.sleep(pause)  # a backoff pause, not a wait for an event
+                    pause = min(pause * 2, longest)
         finally:
             await asyncio.shield(self.resign())
+
+    async def _serve_once(self, lead: Callable[[int], Awaitable[Any]]) -> None:
+        """Campaign once, then lead until the lead is lost or ``lead`` ends.
+
+        Raises:
+            Exception: whatever the campaign or ``lead`` raised.
+        """
+        term = await self.campaign()
+        me = asyncio.current_task()
+        if me is not None and me.cancelling():
+            # Python 3.11's wait_for can swallow a cancel that races
+            # with its result; a stop asked for must still stop us.
+            raise asyncio.CancelledError
+        lost = self.lost
+        work = asyncio.ensure_future(lead(term))
+        watch = asyncio.ensure_future(lost.wait())
+        try:
+            await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, watch):
+                task.cancel()
+            await asyncio.gather(work, watch, return_exceptions=True)
+        if not lost.is_set():
+            await self.resign()
+        if work.done() and not work.cancelled() and work.exception() is not None:
+            raise work.exception()  # type: ignore[misc]
 
     async def __aenter__(self) -> int:
         return await self.campaign()
@@ -216,7 +243,11 @@ class LeaderWatch:
                 raise StopAsyncIteration  # the watch was stopped
             if entry.operation is not None or not entry.value:
                 continue  # deleted by hand; the next grant restarts the record
-            record = decode_record(entry.value, entry.revision or 0)
+            try:
+                record = decode_record(entry.value, entry.revision or 0)
+            except LeaseError as exc:
+                log.warning("election watch %s: skipping a record: %s", self._key, exc)
+                continue
             self._seen = (record, loop.time())
             change = self._emit(Leader(record.holder, record.term))
             if change is not None:

@@ -37,12 +37,19 @@ Invariants (checked by tests/protocols/test_lease.py and test_election.py):
    another owner. A lost grant is never silently regained; acquire again.
 4. Lease keys are never deleted by this module; deleting one by hand resets
    the term sequence and voids fencing for that name.
+5. Any client can write the bucket: :func:`decode_record` is the one strict
+   parser (holder and owner strings or null, ``term`` an integer in
+   ``[0, MAX_TERM]``, ``ttl`` finite in ``(0, MAX_TTL]``). A record that fails
+   it is, to a contender, held by an unknown holder for the contender's own
+   ttl: it is taken over (by CAS, continuing from term 0) once it has stayed
+   unchanged that long, and never raised into an acquire or an election.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -61,6 +68,9 @@ log = logging.getLogger("foundation.protocols.lease")
 LEASE_BUCKET = subjects.LEASE_BUCKET
 _VERSION = 1
 _KEY = re.compile(r"^[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*$")
+MAX_TERM = 2**53 - 2  # term + 1 must still round-trip through every JSON reader
+MAX_TTL = 3600.0  # seconds; a record claiming longer is malformed
+UNKNOWN_HOLDER = "(malformed record)"
 
 
 class LeaseError(ProtocolError):
@@ -109,29 +119,49 @@ def _encode(holder: str | None, owner: str | None, term: int, ttl: float) -> byt
 
 
 def decode_record(data: bytes, revision: int) -> LeaseRecord:
-    """Parse a lease record read at ``revision``.
+    """Parse a lease record read at ``revision``, strictly (invariant 5).
 
     Raises:
         LeaseError: the bytes are not a lease record.
     """
     try:
-        body: dict[str, Any] = codec.decode(data)
-        return LeaseRecord(
-            holder=body.get("holder"),
-            owner=body.get("owner"),
-            term=int(body["term"]),
-            ttl=float(body["ttl"]),
-            revision=revision,
-        )
-    except (codec.CodecError, KeyError, TypeError, ValueError) as exc:
-        raise LeaseError(f"lease record at revision {revision} is malformed ({exc}); was the key written by hand?") from exc
+        body: Any = codec.decode(data)
+    except codec.CodecError as exc:
+        raise LeaseError(f"lease record at revision {revision} is not JSON ({exc}); was the key written by hand?") from exc
+    if not isinstance(body, dict):
+        raise LeaseError(f"lease record at revision {revision} is not a JSON object; was the key written by hand?")
+    holder, owner, term, ttl = body.get("holder"), body.get("owner"), body.get("term"), body.get("ttl")
+    problem = None
+    if not all(x is None or isinstance(x, str) for x in (holder, owner)):
+        problem = "holder and owner must be strings or null"
+    elif isinstance(term, bool) or not isinstance(term, int) or not 0 <= term <= MAX_TERM:
+        problem = f"term {term!r} is not an integer in [0, {MAX_TERM}]"
+    elif isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not (math.isfinite(ttl) and 0 < ttl <= MAX_TTL):
+        problem = f"ttl {ttl!r} is not a number of seconds in (0, {MAX_TTL:g}]"
+    if problem is not None:
+        raise LeaseError(f"lease record at revision {revision} is malformed: {problem}; was the key written by hand?")
+    return LeaseRecord(holder=holder, owner=owner, term=term, ttl=float(ttl), revision=revision)
 
 
-async def read_lease(kv: KeyValue, name: str) -> LeaseRecord | None:
+def _tolerant(name: str, data: bytes, revision: int, ttl: float) -> LeaseRecord:
+    """The record, or for a malformed one a record held by an unknown holder for ``ttl``."""
+    try:
+        return decode_record(data, revision)
+    except LeaseError as exc:
+        log.warning("lease %s: %s; treating it as held for %.3gs, then taking it over", name, exc, ttl)
+        return LeaseRecord(holder=UNKNOWN_HOLDER, owner=None, term=0, ttl=ttl, revision=revision)
+
+
+async def read_lease(kv: KeyValue, name: str, *, malformed_ttl: float | None = None) -> LeaseRecord | None:
     """The current record of lease ``name``, or ``None`` if it was never granted.
+
+    Args:
+        malformed_ttl: if given, a malformed record reads as held by an
+            unknown holder for this long instead of raising.
 
     Raises:
         LeaseUnavailableError: the bucket could not be read.
+        LeaseError: the record is malformed and no ``malformed_ttl`` was given.
     """
     try:
         entry = await kv.get(name)
@@ -139,6 +169,8 @@ async def read_lease(kv: KeyValue, name: str) -> LeaseRecord | None:
         return None
     except nats.errors.Error as exc:
         raise LeaseUnavailableError(f"cannot read lease {name!r}: {exc!r}; is NATS reachable?") from exc
+    if malformed_ttl is not None:
+        return _tolerant(name, entry.value or b"", entry.revision or 0, malformed_ttl)
     return decode_record(entry.value or b"", entry.revision or 0)
 
 
@@ -174,8 +206,8 @@ class Lease:
     ) -> None:
         if not _KEY.match(name):
             raise LeaseError(f"lease name {name!r} is not a KV key; use letters, digits, '-_/=' and inner dots")
-        if ttl <= 0:
-            raise LeaseError(f"lease ttl must be > 0 seconds, got {ttl}")
+        if not (math.isfinite(ttl) and 0 < ttl <= MAX_TTL):
+            raise LeaseError(f"lease ttl must be in (0, {MAX_TTL:g}] seconds, got {ttl}")
         margin = ttl * 0.2 if safety_margin is None else safety_margin
         if not 0 <= margin < ttl:
             raise LeaseError(f"safety_margin must be in [0, ttl={ttl}), got {margin}")
@@ -223,8 +255,8 @@ class Lease:
         return max(0.0, self._valid_until - asyncio.get_running_loop().time())
 
     async def record(self) -> LeaseRecord | None:
-        """The holder of record, as the bucket says now."""
-        return await read_lease(self._kv, self.name)
+        """The holder of record, as the bucket says now (a malformed record: an unknown holder)."""
+        return await read_lease(self._kv, self.name, malformed_ttl=self.ttl)
 
     # -- acquiring -----------------------------------------------------------
 
@@ -244,7 +276,7 @@ class Lease:
         if self.held:
             return self.term
         loop = asyncio.get_running_loop()
-        current = await read_lease(self._kv, self.name)
+        current = await read_lease(self._kv, self.name, malformed_ttl=self.ttl)
         now = loop.time()
         if current is not None and not current.free and current.owner != self._owner:
             if self._seen is None or self._seen[0] != current.revision:
@@ -370,7 +402,7 @@ class Lease:
             except KeyWrongLastSequenceError:
                 # An earlier renewal whose ack we missed may have landed; adopt
                 # it if the record is still our grant, else we lost.
-                current = await read_lease(self._kv, self.name)
+                current = await read_lease(self._kv, self.name, malformed_ttl=self.ttl)
                 if current is not None and current.owner == self._owner and current.term == self.term:
                     self._revision = current.revision
                     continue

@@ -14,7 +14,11 @@ Registry
     while tasks are in flight, ``ready`` otherwise, ``draining`` from SIGTERM
     on (also sent at once) — and its load (tasks in flight, tasks
     processed). A clean exit unregisters it; the supervisor unregisters a
-    worker that died; the entries of a lost node expire after the TTL. Only
+    worker that died; the entries of a lost node expire after the TTL. An id
+    held by another node's entry (a squatted id) does not stop the worker:
+    it serves its tasks unlisted and retries registering, with backoff, until
+    the squatter's entry is gone (the bucket's max age ends any entry that is
+    not heartbeated). Only
     the agents of market-dispatched pools keep a local copy of the whole
     registry (they pick bidders from it); the others only write.
 
@@ -71,10 +75,20 @@ from config.errors import FoundationError, WorkerError
 from config.schema import PoolConfig
 from protocols.consensus import ABSTAIN, NO, YES, Ballot, ConsensusError, Proposal, Voter
 from protocols.quota import Budget, QuotaClient, QuotaTimeoutError, QuotaUnavailableError
-from protocols.registry import DEFAULT_TTL, Entry, KVBackend, Load, Registry, RegistryError, Status
+from protocols.registry import (
+    DEFAULT_TTL,
+    Entry,
+    KVBackend,
+    Load,
+    RegistrationTakenError,
+    Registry,
+    RegistryError,
+    Status,
+)
 from protocols.variables import VariableView, load_space, open_variables_bucket, stakeholder
 from workers.context import TaskContext
 from workers.handler import Handler
+from workers.timelimits import run_limited
 
 if TYPE_CHECKING:
     from workers.consumer import Worker
@@ -85,7 +99,9 @@ STAKE_CAPABILITY = "variables"  # agents with it vote on variable changes
 VOTE_PREFIX = "vote:"  # capability "vote:<group>": the handler answers <group>'s proposals
 VOTE_HEADER = "Foundation-Vote"
 QUOTA_PATIENCE = 30.0  # seconds between "still waiting for the quota" warnings
+REGISTER_BACKOFF = (1.0, 30.0)  # first and longest pause between attempts to take a held registry id
 STOP_TIMEOUT = 3.0  # seconds the agent has to unregister and close at exit
+VOTE_CONCURRENCY = 2  # vote handler calls at once; the rest wait (bounded by the voter)
 
 _VOTES = (YES, NO, ABSTAIN)
 
@@ -217,20 +233,27 @@ class WorkerAgent:
             if STAKE_CAPABILITY in caps:
                 await self._stack.enter_async_context(stakeholder(self.nc, space, self.id))
             for group in vote_groups(caps):
-                await self._stack.enter_async_context(Voter(self.nc, group, self.id, self._decider(group)))
+                # Few votes at a time, so proposals can never take the handler threads from tasks.
+                await self._stack.enter_async_context(Voter(
+                    self.nc, group, self.id, self._decider(group), max_concurrent=VOTE_CONCURRENCY,
+                ))
             self.registry = Registry(backend, ttl=self.registry_ttl)
             self._stack.push_async_callback(self.registry.close)  # unregisters
             if self.watch_registry:
                 await self.registry.start()
             # Last: once listed, the agent can be asked to vote and sent work.
-            await self.registry.register(Entry.new(
+            entry = Entry.new(
                 self.id, pool=self.pool.name, node=self.node, pid=os.getpid(), capabilities=caps,
                 metadata={"slot": self.slot}, status=Status.READY,
-            ))
+            )
+            try:
+                await self.registry.register(entry)
+            except RegistrationTakenError as exc:
+                log.error("%s: %s; serving unlisted and retrying", self.id, exc)
         except (FoundationError, nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
             await self.stop()
             raise AgentStartError(f"{self.id} could not join the cluster: {exc}") from exc
-        self._tasks.append(asyncio.create_task(self._heartbeat(), name=f"registry heartbeat {self.id}"))
+        self._tasks.append(asyncio.create_task(self._heartbeat(entry), name=f"registry heartbeat {self.id}"))
         self._tasks.append(asyncio.create_task(self._on_stop(stop), name=f"draining {self.id}"))
 
     async def stop(self) -> None:
@@ -255,18 +278,34 @@ class WorkerAgent:
         status = Status.DRAINING if self.draining else Status.BUSY if in_flight else Status.READY
         return status, Load(in_flight, processed)
 
-    async def _heartbeat(self) -> None:
-        assert self.registry is not None
-        try:
-            await self.registry.heartbeat_forever(self.id, self._sample)
-        except RegistryError as exc:  # taken over or removed: nothing left to beat for
-            log.error("%s: registry heartbeats stopped: %s", self.id, exc)
+    async def _heartbeat(self, entry: Entry) -> None:
+        registry = self.registry
+        assert registry is not None
+        pause, longest = REGISTER_BACKOFF
+        while True:
+            if not registry.owns(self.id):
+                try:
+                    status, load = self._sample()
+                    await registry.register(entry.beat(status=status, load=load))
+                    pause = REGISTER_BACKOFF[0]
+                    log.info("%s: registered", self.id)
+                except RegistryError as exc:
+                    log.warning("%s: cannot register yet (%s); retrying in %.0fs", self.id, exc, pause)
+                    await asyncio.sleep(pause)  # a backoff pause between attempts, not a wait for an event
+                    pause = min(pause * 2, longest)
+                    continue
+            try:
+                await registry.heartbeat_forever(self.id, self._sample)
+            except RegistryError as exc:  # taken over or removed: register again when the id is free
+                log.error("%s: registry heartbeats stopped: %s", self.id, exc)
 
     async def _on_stop(self, stop: asyncio.Event) -> None:
         await stop.wait()
         self.draining = True
         status, load = self._sample()
         assert self.registry is not None
+        if not self.registry.owns(self.id):
+            return
         try:
             await self.registry.heartbeat(self.id, status=status, load=load)
         except RegistryError as exc:
@@ -302,6 +341,8 @@ class WorkerAgent:
                 task_id=f"vote:{group}.{proposal.session}", attempt=1, pool=self.pool.name, worker=self.slot,
                 state={}, log=self._log, headers={VOTE_HEADER: group}, variables=self.variables,
             )
-            return ballot_of(await self.handler.start(payload, ctx).future)
+            remaining = max(proposal.deadline - asyncio.get_running_loop().time(), 0.001)
+            limit = min(self.pool.time_limit, remaining) if self.pool.time_limit else remaining
+            return ballot_of(await run_limited(self.handler.start(payload, ctx), soft=limit))
 
         return decide

@@ -51,6 +51,7 @@ from workers.statestore import TRANSIENT
 log = logging.getLogger("foundation.worker.deadletter")
 
 ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+MAX_ADVISORY_TASKS = 64  # advisories handled at once; more wait for the sweep
 SWEEP_BATCH = 100  # candidates examined per sweep
 _GONE = (10037, 10043, 10057)  # no message found / sequence not found / no message with that sequence
 
@@ -136,8 +137,13 @@ class DeadLetters:
         try:
             event = decode(msg.data)
             seq, deliveries = int(event["stream_seq"]), int(event.get("deliveries") or self.pool.max_deliver)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring a malformed max-deliveries advisory: %s", exc)
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
+            log.warning("ignoring a malformed max-deliveries advisory on %s: %s", msg.subject, exc)
+            return
+        if not 0 < seq < 2**63 or len(self._tasks) >= MAX_ADVISORY_TASKS:
+            # Out of range, or a flood: the sweep finds every real dead letter anyway.
+            log.warning("ignoring a max-deliveries advisory on %s (seq %d, %d in hand)", msg.subject, seq,
+                        len(self._tasks))
             return
         self._spawn(self._handle_retrying(seq, deliveries))
 

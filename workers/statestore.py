@@ -10,10 +10,17 @@ conflict, not a state. A value is one JSON document::
 
 Every write is a compare-and-set on the key's revision, so a write that was
 not based on the latest value fails instead of overwriting it.
+
+Any client can write the bucket: :meth:`StoredState.parse` is the one strict
+parser of this record. A malformed value of an agent's own key is logged
+with the key and read as an empty state at its revision (the agent's next
+write replaces it); a malformed value of a peer is skipped with a warning.
+Neither stops a worker.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +29,16 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from broker import TRANSIENT_ERRORS, decode, key_value, subjects
+from broker import TRANSIENT_ERRORS, CodecError, decode, key_value, subjects
 from config.errors import WorkerError
 
+log = logging.getLogger("foundation.worker.state")
+
 VERSION = 1
+
+
+class StateRecordError(WorkerError):
+    """A stored agent state is not of the documented shape."""
 
 
 class StateError(WorkerError):
@@ -53,16 +66,34 @@ class StoredState:
 
     @classmethod
     def parse(cls, raw: bytes, revision: int) -> "StoredState":
-        doc = decode(raw) if raw else {}
+        """Parse a stored value strictly.
+
+        Raises:
+            StateRecordError: not JSON, or a field of the wrong shape.
+        """
+        try:
+            doc = decode(raw) if raw else {}
+        except CodecError as exc:
+            raise StateRecordError(f"agent state value is not JSON (revision {revision}): {exc}") from None
         if not isinstance(doc, dict):
-            raise WorkerError(f"agent state value is not a JSON object (revision {revision})")
-        return cls(
-            state=dict(doc.get("state") or {}),
-            applied=list(doc.get("applied") or []),
-            outbox=dict(doc.get("outbox") or {}),
-            revision=revision,
-            raw=raw,
-        )
+            raise StateRecordError(f"agent state value is not a JSON object (revision {revision})")
+        state, applied, outbox = doc.get("state") or {}, doc.get("applied") or [], doc.get("outbox") or {}
+        if not isinstance(state, dict):
+            raise StateRecordError(f"agent state 'state' is not an object (revision {revision})")
+        if not isinstance(applied, list) or not all(isinstance(t, str) for t in applied):
+            raise StateRecordError(f"agent state 'applied' is not a list of task ids (revision {revision})")
+        if not isinstance(outbox, dict) or not all(isinstance(v, dict) for v in outbox.values()):
+            raise StateRecordError(f"agent state 'outbox' is not an object of objects (revision {revision})")
+        return cls(state=dict(state), applied=list(applied), outbox=dict(outbox), revision=revision, raw=raw)
+
+    @classmethod
+    def parse_or_empty(cls, key: str, raw: bytes, revision: int) -> "StoredState":
+        """The parsed value, or (logged with its key) an empty state at ``revision`` if malformed."""
+        try:
+            return cls.parse(raw, revision)
+        except StateRecordError as exc:
+            log.error("agent state %s is malformed (%s); starting from an empty state over it", key, exc)
+            return cls(revision=revision)
 
 
 def agent_key(node: str, slot: str) -> str:
@@ -92,7 +123,7 @@ class StateStore:
             entry = await self.kv.get(key)
         except nats.js.errors.KeyNotFoundError:
             return StoredState()
-        return StoredState.parse(entry.value or b"", entry.revision or 0)
+        return StoredState.parse_or_empty(key, entry.value or b"", entry.revision or 0)
 
     async def write(self, key: str, data: bytes, revision: int) -> int:
         """Store ``data`` if the key is still at ``revision``; the new revision.
@@ -116,7 +147,10 @@ class StateStore:
                 entry = await watcher.updates(timeout=timeout)
                 if entry is None:  # caught up with the values stored now
                     return out
-                out[entry.key] = StoredState.parse(entry.value or b"", entry.revision or 0)
+                try:
+                    out[entry.key] = StoredState.parse(entry.value or b"", entry.revision or 0)
+                except StateRecordError as exc:
+                    log.warning("agent state %s skipped: %s", entry.key, exc)
         finally:
             await watcher.stop()
 

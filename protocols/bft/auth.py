@@ -4,11 +4,19 @@ Everything here is decided from the message alone (plus what this instance has
 already accepted); round-dependent checks live in :mod:`protocols.bft.votelog`.
 Every rejection is counted under its reason so tests and metrics can see *why*
 traffic was refused.
+
+Memory: only messages the vote log *accepted* are remembered (signature and
+wire bytes), and the vote log holds at most one message per (kind, round,
+sender) within its round window. A validly signed message that is then
+refused (an equivocation, a stale or far-future round) is not kept; only its
+signature goes into a bounded set (:data:`REFUSED_MEMORY`), so its repeats are
+dropped without verifying again. A Byzantine member therefore cannot grow
+another member's memory by signing ever new messages.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 
 from protocols.bft import keys
@@ -36,6 +44,8 @@ REASONS = (
     STALE_ROUND, FUTURE_ROUND, NOT_PROPOSER, EQUIVOCATION, BAD_PROOF, BAD_CERTIFICATE,
 )
 
+REFUSED_MEMORY = 1024  # signatures of verified but refused messages remembered
+
 
 class Authenticator:
     """Turns wire bytes into authenticated :class:`Message` objects for one instance.
@@ -58,6 +68,7 @@ class Authenticator:
         # are byte-identical and are dropped before even parsing them.
         self._raw: dict[bytes, bytes] = {}
         self._raw_seen: set[bytes] = set()
+        self._refused: OrderedDict[bytes, None] = OrderedDict()
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] += 1
@@ -92,19 +103,29 @@ class Authenticator:
             return self._no(UNKNOWN_SENDER)
         if not msg.sig:
             return self._no(UNSIGNED)
-        if msg.sig in self._seen:
+        if msg.sig in self._seen or msg.sig in self._refused:
             return self._no(REPLAYED)
         if not keys.verify(self.members[msg.sender], msg.signing_bytes(), msg.sig):
             return self._no(FORGED)
-        # Only a verified signature is remembered: otherwise a forger who saw
-        # a signature first could attach it to another body and get the
-        # genuine message dropped as a replay.
+        # Only a verified signature is remembered (by accepted() or refused()):
+        # otherwise a forger who saw a signature first could attach it to
+        # another body and get the genuine message dropped as a replay.
+        if msg.kind in (PROPOSAL, DECISION) and not _digest_matches(msg):
+            self.refused(msg)
+            return self._no(WRONG_DIGEST)
+        return msg
+
+    def accepted(self, msg: Message, data: bytes) -> None:
+        """Remember a message the vote log kept: its repeats are dropped unparsed."""
         self._seen.add(msg.sig)
         self._raw[msg.sig] = data
         self._raw_seen.add(data)
-        if msg.kind in (PROPOSAL, DECISION) and not _digest_matches(msg):
-            return self._no(WRONG_DIGEST)
-        return msg
+
+    def refused(self, msg: Message) -> None:
+        """Remember (boundedly) the signature of a verified message that was refused."""
+        self._refused[msg.sig] = None
+        while len(self._refused) > REFUSED_MEMORY:
+            self._refused.popitem(last=False)
 
     def justified(self, msg: Message, quorum_size: int) -> bool:
         """Whether a proposal's ``proof`` holds a quorum of valid prevotes for it.

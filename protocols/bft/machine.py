@@ -21,7 +21,18 @@ from protocols.bft.auth import BAD_CERTIFICATE, BAD_PROOF, Authenticator
 from protocols.bft.certificate import Certificate, build_certificate, verify_certificate
 from protocols.bft.errors import CertificateError, MalformedMessageError, MembershipError
 from protocols.bft.keys import Signer
-from protocols.bft.messages import DECISION, PRECOMMIT, PREVOTE, PROPOSAL, Message, decode, digest, normalize
+from protocols.bft.messages import (
+    DECISION,
+    MAX_VALUE_BYTES,
+    PRECOMMIT,
+    PREVOTE,
+    PROPOSAL,
+    Message,
+    decode,
+    digest,
+    normalize,
+    value_size,
+)
 from protocols.bft.quorum import fault_bound, quorum, skip_threshold
 from protocols.metrics import BFT_ROUND_CHANGES
 from protocols.bft.votelog import VoteLog
@@ -112,7 +123,10 @@ class Tendermint:
         self._signer = signer
         self._members = dict(members)
         self._proposal = normalize(proposal)
-        self._validate = validate or (lambda _v: True)
+        check = validate or (lambda _v: True)
+        # Every member applies the same size bound, so a value too large to
+        # reach a late member in a decision is never accepted.
+        self._validate = lambda v: _fits(v) and check(v)
         self._timeouts = timeouts or TimeoutPolicy()
         self._auth = Authenticator(group, instance, members)
         self._log = VoteLog(list(members), group, instance, max_round_ahead)
@@ -151,7 +165,7 @@ class Tendermint:
             return self._take()
         msg = self._auth.check(data)
         if msg is not None:
-            self._accept(msg)
+            self._accept(msg, data)
             self._evaluate()
         return self._take()
 
@@ -197,20 +211,25 @@ class Tendermint:
 
     # -- acceptance -----------------------------------------------------------
 
-    def _accept(self, msg: Message) -> None:
+    def _accept(self, msg: Message, data: bytes | None = None) -> None:
         if msg.kind == DECISION:
             self._accept_decision(msg)
             return
         if msg.kind == PROPOSAL and msg.valid_round >= 0 and not self._auth.justified(msg, self.quorum):
             self._auth.reject(BAD_PROOF)
+            self._auth.refused(msg)
             return
         reason = self._log.add(msg, self.round)
         if reason is not None:
             self._auth.reject(reason)
+            self._auth.refused(msg)
+        elif data is not None:
+            self._auth.accepted(msg, data)
 
     def _accept_decision(self, msg: Message) -> None:
         try:
-            cert = Certificate.from_dict(msg.certificate or {})
+            # The value travels once, in the message; its digest was checked against it.
+            cert = Certificate.from_dict({**(msg.certificate or {}), "value": msg.value})
             value = verify_certificate(cert, self._members)
         except CertificateError:
             self._auth.reject(BAD_CERTIFICATE)
@@ -344,9 +363,11 @@ class Tendermint:
         self.decision = Decision(value, cert)
         self._fx.decision = self.decision
         self._fx.timeouts.clear()
+        wire_cert = cert.to_dict()
+        del wire_cert["value"]  # carried once, as the message's value
         msg = Message(
             kind=DECISION, group=self.group, instance=self.instance, round=cert.round, sender=self.me,
-            digest=cert.digest, value=value, certificate=cert.to_dict(),
+            digest=cert.digest, value=value, certificate=wire_cert,
         ).signed(self._signer)
         self._decision_msg = msg
         self._fx.sends.append(Send(self._auth.remember(msg), DECISION))
@@ -354,3 +375,10 @@ class Tendermint:
     def _take(self) -> Effects:
         fx, self._fx = self._fx, Effects()
         return fx
+
+
+def _fits(value: Any) -> bool:
+    try:
+        return value_size(value) <= MAX_VALUE_BYTES
+    except TypeError:
+        return False

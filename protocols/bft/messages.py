@@ -33,8 +33,14 @@ DECISION = "decision"
 KINDS = (PROPOSAL, PREVOTE, PRECOMMIT, DECISION)
 
 # Larger bodies are refused before parsing: a proposal carries at most its
-# value and 2f+1 prevotes, a decision its value and 2f+1 precommits.
+# value and 2f+1 prevotes, a decision its value (once) and 2f+1 precommits.
 MAX_MESSAGE_BYTES = 1 << 20
+# The largest value (canonical JSON bytes) the protocol accepts: a proposal
+# with a bigger one is prevoted nil, so no such value is ever decided. The
+# rest of MAX_MESSAGE_BYTES is room for the signed votes of a proof or a
+# certificate (about 400 bytes each), so every accepted value also reaches a
+# late member inside a decision.
+MAX_VALUE_BYTES = 768 * 1024
 
 _DIGEST_LEN = 64
 
@@ -49,6 +55,11 @@ def canonical(value: Any) -> bytes:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError as exc:
         raise TypeError(f"value is not canonical JSON: {exc}") from None
+
+
+def value_size(value: Any) -> int:
+    """Bytes of the canonical form of ``value`` (what :data:`MAX_VALUE_BYTES` bounds)."""
+    return len(canonical(value))
 
 
 def digest(value: Any) -> str:

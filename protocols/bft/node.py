@@ -9,11 +9,13 @@ Output is one JSON object per line on stdout:
 ``{"event": "decided", "id", "value", "round", "elapsed_ms", "certificate"}``
 or ``{"event": "error", "id", "error"}``.
 
-Control is request/reply on ``coord.bft.<group>._control.<id>`` with a JSON
-``{"cmd": ...}``: ``start`` (begin, when run with ``--wait-start``),
+Control comes only from the launching process, one JSON line on stdin:
+``{"cmd": ...}`` with ``start`` (begin, when run with ``--wait-start``),
 ``isolate`` / ``heal`` (fault injection: drop all instance traffic in and
-out, then resume), ``status``. The reply is ``{"id", "paused", "started",
-"decided"}``.
+out, then resume), ``status``. The answer is an output line
+``{"event": "control", "cmd", "id", "paused", "started", "decided"}``.
+There is no control subject: the fault switch is not reachable over NATS,
+so no other client can cut a member off. Closing stdin stops the node.
 """
 
 from __future__ import annotations
@@ -28,17 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from nats.aio.msg import Msg
 
-from broker import connect, die_with_parent, subjects
+from broker import connect, die_with_parent
 from config.errors import FoundationError
 from protocols.bft.keys import Signer, StaticKeyDirectory
-from protocols.bft.participant import PROTOCOL, Participant
+from protocols.bft.participant import Participant
 
-
-def control_subject(group: str, member: str) -> str:
-    """Where a node process takes control commands."""
-    return subjects.coord(PROTOCOL, group, "_control", member)
+_MAX_CONTROL_LINE = 4096
 
 
 def _emit(event: dict[str, Any]) -> None:
@@ -76,9 +74,9 @@ async def run(args: argparse.Namespace) -> int:
     if not args.wait_start:
         start.set()
 
-    async def on_control(msg: Msg) -> None:
+    def on_control(line: bytes) -> None:
         try:
-            cmd = orjson.loads(msg.data).get("cmd")
+            cmd = orjson.loads(line).get("cmd")
         except (orjson.JSONDecodeError, AttributeError):
             cmd = None
         if cmd == "start":
@@ -87,10 +85,11 @@ async def run(args: argparse.Namespace) -> int:
             participant.paused = True
         elif cmd == "heal":
             participant.paused = False
-        reply = {"id": args.id, "paused": participant.paused, "started": start.is_set(), "decided": state["decided"]}
+        reply = {"event": "control", "cmd": cmd, "id": args.id, "paused": participant.paused,
+                 "started": start.is_set(), "decided": state["decided"]}
         if cmd not in ("start", "isolate", "heal", "status"):
             reply["error"] = f"unknown command {cmd!r}; use start, isolate, heal or status"
-        await msg.respond(orjson.dumps(reply))
+        _emit(reply)
 
     async def take_part() -> None:
         await start.wait()
@@ -110,16 +109,21 @@ async def run(args: argparse.Namespace) -> int:
 
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=_MAX_CONTROL_LINE)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
     async def watch_stdin() -> None:
-        while await reader.read(4096):
-            pass
+        while True:
+            try:
+                line = await reader.readline()
+            except ValueError:  # a line over the limit: not a command
+                continue
+            if not line:
+                break
+            if line.strip():
+                on_control(line)
         stop.set()
 
-    await nc.subscribe(control_subject(args.group, args.id), cb=on_control)
-    await nc.flush()
     _emit({"event": "ready", "id": args.id, "pid": os.getpid()})
     tasks = [loop.create_task(take_part()), loop.create_task(watch_stdin())]
     await stop.wait()

@@ -10,6 +10,11 @@ machine holds for its current round, first after a quarter of
 deciding, the instance stays subscribed for ``linger`` seconds and answers
 members still voting with its decision, which is how late joiners and healed
 members catch up.
+
+A proposal larger than the protocol accepts (:data:`MAX_VALUE_BYTES`, or
+less if the server's payload limit is smaller) is refused by :meth:`decide`
+at once, and a publish the server refuses is logged as an error: a value
+that cannot travel fails loudly instead of never reaching a late member.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from protocols.bft.errors import (
 )
 from protocols.bft.keys import KeyDirectory, Signer
 from protocols.bft.machine import Effects, Tendermint, Timeout, TimeoutPolicy
-from protocols.bft.messages import DECISION, KINDS, normalize
+from protocols.bft.messages import DECISION, KINDS, MAX_MESSAGE_BYTES, MAX_VALUE_BYTES, normalize, value_size
 from protocols.metrics import timed_round
 
 log = logging.getLogger("foundation.protocols.bft")
@@ -130,6 +135,10 @@ class _Instance:
         for send in fx.sends:
             try:
                 await self.owner.nc.publish(subject(self.group, self.instance, send.phase), send.data)
+            except nats.errors.MaxPayloadError as exc:
+                # Never swallowed: this message can never reach anyone.
+                log.error("bft %s/%s: %s of %d bytes refused by the server: %s", self.group, self.instance,
+                          send.phase, len(send.data), exc)
             except nats.errors.Error as exc:
                 # At-most-once anyway: the next tick publishes again.
                 log.debug("bft %s/%s: publish failed: %s", self.group, self.instance, exc)
@@ -243,6 +252,15 @@ class Participant:
                 raise InvalidProposalError(f"proposal is not JSON: {exc}") from exc
             if not ok:
                 raise InvalidProposalError(f"proposal {proposal!r} fails validation; propose a valid value")
+            # Room for the value plus the signed votes of a proof or certificate.
+            limit = min(MAX_VALUE_BYTES, self.nc.max_payload - (MAX_MESSAGE_BYTES - MAX_VALUE_BYTES))
+            size = value_size(proposal)
+            if size > limit:
+                raise InvalidProposalError(
+                    f"proposal of {size} bytes exceeds the {limit} bytes a value may have here "
+                    f"(the server's payload limit is {self.nc.max_payload}); store large data elsewhere and "
+                    "agree on its digest"
+                )
             machine = Tendermint(
                 group=group, instance=instance, signer=self.signer, members=members, proposal=proposal,
                 validate=predicate, timeouts=self.timeouts,

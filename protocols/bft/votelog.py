@@ -43,6 +43,8 @@ class VoteLog:
 
     def add(self, msg: Message, current_round: int) -> str | None:
         """Store an authenticated message; the rejection reason, or ``None`` if stored."""
+        if msg.round > current_round + self._max_ahead:
+            return FUTURE_ROUND
         if msg.kind == PROPOSAL and msg.sender == self.proposer(msg.round) and msg.round not in self._value_rounds:
             # The digest was checked against the value, so even from a stale
             # round this is *the* value of that digest, and knowing it may let
@@ -51,8 +53,6 @@ class VoteLog:
             self._value_rounds.add(msg.round)
             self.values.setdefault(msg.digest, msg.value)
             self.dirty_precommit_rounds.update(self.precommits)
-        if msg.round > current_round + self._max_ahead:
-            return FUTURE_ROUND
         if msg.round < current_round and msg.kind in (PROPOSAL, PREVOTE):
             return STALE_ROUND
         if msg.kind == PROPOSAL:

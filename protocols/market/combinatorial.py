@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from protocols.market.bids import Bid, Outcome
+from protocols.market.bids import Bid, Outcome, screen
 from protocols.market.errors import SearchLimitError
 from protocols.market.greedy import lehmann_greedy
 from protocols.market.vcg import vcg
@@ -52,7 +52,9 @@ def combinatorial_auction(
     """
     bids = list(bids)
     on_sale = frozenset(items)
-    if len(bids) <= exact_limit:
+    # The rule counts valid bids: invalid ones never enter the search.
+    valid, _ = screen(bids, items=on_sale, budgets=budgets)
+    if len(valid) <= exact_limit:
         try:
             return vcg(bids, items=on_sale, budgets=budgets, max_nodes=max_nodes)
         except SearchLimitError:

@@ -18,6 +18,14 @@ inform-done, an exception as failure. An async bid and each awarded task run
 in their own asyncio task, so a slow bid or a long task never delays the
 others; a plain-function bid answers inline and should be quick.
 
+Untrusted input: any client can publish a cfp. Its numbers are checked
+before anything is kept: ``reply_by`` and ``reply_within`` must be finite
+(else the cfp is ignored with a warning naming the subject) and are cut to at
+most :data:`MAX_REPLY_WINDOW` seconds ahead, ``round`` must be a positive
+integer, ``to`` a list of strings; an award's ``progress_every`` is kept
+within ``[MIN_PROGRESS, MAX_REPLY_WINDOW]``. At most :data:`MAX_PENDING`
+proposals await an answer; past that the oldest are forgotten.
+
 Stopping: :meth:`ContractNetParticipant.stop_bidding` ends bidding (an award
 arriving afterwards is answered with failure at once);
 :meth:`ContractNetParticipant.stop` then lets awarded work finish for up to
@@ -31,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -58,6 +67,13 @@ _PENDING_GRACE = 60.0
 # (:attr:`ContractNetParticipant.pending`): the award follows the deadline
 # within milliseconds unless the initiator died.
 _AWARD_MARGIN = 1.0
+MAX_REPLY_WINDOW = 60.0  # seconds: the furthest ahead a cfp's deadline may lie
+MAX_PENDING = 10_000  # proposals awaiting their accept or reject
+MIN_PROGRESS = 0.05  # seconds: the shortest progress period an initiator may ask for
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class ContractNetParticipant:
@@ -200,7 +216,13 @@ class ContractNetParticipant:
             self._record(cid, "in", performative, sender, body, note="unexpected")
             return  # a protocol revision this agent does not speak: stay silent (counts as no answer)
         to = body.get("to")
-        if to is not None and self.agent_id not in to:
+        if to is not None and (not isinstance(to, list) or self.agent_id not in to):
+            return
+        reply_by, within, rnd = body.get("reply_by", 0.0), body.get("reply_within", 0.0), body.get("round", 1)
+        if not (_finite(reply_by) and _finite(within) and isinstance(rnd, int) and not isinstance(rnd, bool)
+                and 1 <= rnd <= 1_000_000):
+            log.warning("participant %s: cfp on %s ignored: reply_by %r, reply_within %r or round %r is not a "
+                        "finite number", self.agent_id, msg.subject, reply_by, within, rnd)
             return
         self._record(cid, "in", performative, sender, body)
         cfp = m.CallForProposals(
@@ -208,9 +230,9 @@ class ContractNetParticipant:
             task_id=str(body.get("task_id", "")),
             task=body.get("task"),
             initiator=sender,
-            round=int(body.get("round", 1)),
-            reply_by=float(body.get("reply_by", 0.0)),
-            reply_within=float(body.get("reply_within", 0.0)),
+            round=rnd,
+            reply_by=min(float(reply_by), time.time() + MAX_REPLY_WINDOW),
+            reply_within=min(max(float(within), 0.0), MAX_REPLY_WINDOW),
         )
         try:
             offer = self._bid(cfp)
@@ -241,7 +263,10 @@ class ContractNetParticipant:
                 return
             body = dict(offer) if isinstance(offer, Mapping) else {"price": offer}
             expires = loop.time() + cfp.reply_within + _PENDING_GRACE
+            self._pending.pop(cfp.conversation_id, None)
             self._pending[cfp.conversation_id] = (cfp, reply_to, expires)
+            while len(self._pending) > MAX_PENDING:  # dicts keep insertion order: oldest first
+                del self._pending[next(iter(self._pending))]
             await self._send(reply_to, m.PROPOSE, cfp.conversation_id, cfp.initiator, body)
         except ContractNetError as exc:
             log.warning("participant %s could not answer %s: %s", self.agent_id, cfp.conversation_id, exc)
@@ -265,7 +290,7 @@ class ContractNetParticipant:
             self._record(cid, "in", performative, sender, body)
             cfp, initiator_subject, _ = pending
             every = body.get("progress_every") if isinstance(body, dict) else None
-            every = float(every) if isinstance(every, (int, float)) and every > 0 else None
+            every = min(max(float(every), MIN_PROGRESS), MAX_REPLY_WINDOW) if _finite(every) and every > 0 else None
             answer_to = reply_to if reply_to and m.answer_to_ok(reply_to, self.group, cid) else initiator_subject
             self._work[cid] = self._spawn(self._run(cfp, answer_to, every))
         elif performative == m.REJECT and pending is not None:

@@ -13,10 +13,18 @@ that both believe they lead (a failover in progress) still add to one total:
 the budget holds across failovers exactly, not only approximately. Window
 records expire an hour after their last write (they are only needed for the
 current window and for audits); the slot table never expires.
+
+Any client can write the bucket, so records are parsed strictly
+(:func:`parse_window`, :func:`parse_slots`); a malformed record never raises
+into a request or an election. A malformed window reads as *spent* (no token
+is handed out against a record nobody can count; the next window is a new
+key), a malformed slot table as empty (overwritten by the next CAS write).
+Both are logged with their key.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,7 +38,11 @@ from nats.js.kv import KeyValue
 from broker import codec, jetstream, key_value, subjects
 from protocols.quota.errors import LedgerConflictError, QuotaError, QuotaUnavailableError
 
+log = logging.getLogger("foundation.quota")
+
 QUOTA_BUCKET = subjects.QUOTA_BUCKET
+_MAX_INT = 2**53
+MALFORMED_HOLDER = "(malformed record)"
 RECORD_TTL = 3600.0
 _VERSION = 1
 _WRONG_LAST_SEQUENCE = (10071, 10164)
@@ -86,11 +98,23 @@ class Window:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], revision: int) -> Window:
+    def from_dict(cls, data: Any, revision: int) -> Window:
+        """Parse a window record strictly.
+
+        Raises:
+            QuotaError: a field is missing or of the wrong type or range.
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("grants"), list):
+            raise QuotaError("a window record is an object with a list of grants")
+        grants = []
+        for g in data["grants"]:
+            if not isinstance(g, dict):
+                raise QuotaError("a grant is an object")
+            grants.append(Grant(_text(g, "id"), _text(g, "holder"), _count(g, "tokens"), _count(g, "term")))
         return cls(
-            pool=data["pool"], index=int(data["window"]), window_s=float(data["window_s"]),
-            budget=int(data["budget"]), revision=revision, origin=float(data.get("origin", 0.0)),
-            grants=tuple(Grant(g["id"], g["holder"], int(g["tokens"]), int(g["term"])) for g in data["grants"]),
+            pool=_text(data, "pool"), index=_count(data, "window", signed=True), window_s=_seconds(data, "window_s"),
+            budget=_count(data, "budget"), revision=revision, origin=_seconds(data, "origin", 0.0, zero=True),
+            grants=tuple(grants),
         )
 
 
@@ -112,10 +136,41 @@ class SlotTable:
         return {"v": _VERSION, "pool": self.pool, "max": self.max, "term": self.term, "holders": self.holders}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], revision: int) -> SlotTable:
-        holders = {str(h): int(n) for h, n in data["holders"].items()}
-        return cls(pool=data["pool"], max=int(data["max"]), term=int(data["term"]), holders=holders,
+    def from_dict(cls, data: Any, revision: int) -> SlotTable:
+        """Parse a slot table strictly.
+
+        Raises:
+            QuotaError: a field is missing or of the wrong type or range.
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("holders"), dict):
+            raise QuotaError("a slot table is an object with an object of holders")
+        holders = {str(h): _count({"n": n}, "n") for h, n in data["holders"].items()}
+        return cls(pool=_text(data, "pool"), max=_count(data, "max"), term=_count(data, "term"), holders=holders,
                    revision=revision)
+
+
+def _text(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str):
+        raise QuotaError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def _count(data: dict[str, Any], name: str, *, signed: bool = False) -> int:
+    value = data.get(name)
+    low = -_MAX_INT if signed else 0
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= _MAX_INT:
+        raise QuotaError(f"{name} must be an integer in [{low}, {_MAX_INT}], got {value!r}")
+    return value
+
+
+def _seconds(data: dict[str, Any], name: str, default: float | None = None, *, zero: bool = False) -> float:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise QuotaError(f"{name} must be a finite number, got {value!r}")
+    if value < 0 or (value == 0 and not zero):
+        raise QuotaError(f"{name} must be {'>= 0' if zero else '> 0'}, got {value!r}")
+    return float(value)
 
 
 def window_index(now: float, window_s: float, origin: float = 0.0) -> int:
@@ -164,9 +219,11 @@ class Ledger:
         if not msg.data:  # a tombstone or expiry marker: the next write goes over it
             return None, msg.seq
         try:
-            return codec.decode(msg.data), msg.seq
+            body = codec.decode(msg.data)
         except codec.CodecError as exc:
-            raise QuotaError(f"ledger record {key!r} is not JSON ({exc}); was it written by hand?") from exc
+            log.warning("quota: ledger record %r is not JSON (%s); was it written by hand?", key, exc)
+            return {}, msg.seq
+        return (body if isinstance(body, dict) else {}), msg.seq
 
     async def _write(self, key: str, record: dict[str, Any], revision: int, ttl: float | None) -> int:
         headers = {"Nats-Expected-Last-Subject-Sequence": str(revision)}
@@ -184,10 +241,16 @@ class Ledger:
 
     async def window(self, index: int, window_s: float, budget: int, origin: float = 0.0) -> Window:
         """The record of window ``index``; an empty one (revision 0 or a tombstone's) if none."""
-        data, revision = await self._read(self._window_key(index))
+        key = self._window_key(index)
+        data, revision = await self._read(key)
         if data is None:
             return Window(self.pool, index, window_s, budget, revision=revision, origin=origin)
-        return Window.from_dict(data, revision)
+        try:
+            return Window.from_dict(data, revision)
+        except QuotaError as exc:
+            log.warning("quota: ledger record %r is malformed (%s); its window counts as spent", key, exc)
+            spent = Grant(MALFORMED_HOLDER, MALFORMED_HOLDER, budget, 0)
+            return Window(self.pool, index, window_s, budget, grants=(spent,), revision=revision, origin=origin)
 
     async def save_window(self, window: Window) -> Window:
         """Write a window by CAS; returns it with its new revision.
@@ -203,7 +266,11 @@ class Ledger:
         data, revision = await self._read(self._slots_key)
         if data is None:
             return SlotTable(self.pool, max_concurrency, revision=revision)
-        return replace(SlotTable.from_dict(data, revision), max=max_concurrency)
+        try:
+            return replace(SlotTable.from_dict(data, revision), max=max_concurrency)
+        except QuotaError as exc:
+            log.warning("quota: ledger record %r is malformed (%s); reading it as empty", self._slots_key, exc)
+            return SlotTable(self.pool, max_concurrency, revision=revision)
 
     async def save_slots(self, table: SlotTable) -> SlotTable:
         """Write the slot table by CAS; returns it with its new revision.
@@ -226,7 +293,10 @@ class Ledger:
                 if item is None:
                     break
                 if item.value:
-                    found.append(Window.from_dict(codec.decode(item.value), item.revision))
+                    try:
+                        found.append(Window.from_dict(codec.decode(item.value), item.revision))
+                    except (codec.CodecError, QuotaError) as exc:
+                        log.warning("quota: skipping ledger record %r: %s", item.key, exc)
         finally:
             await watcher.stop()
         return sorted(found, key=lambda w: w.index)

@@ -18,6 +18,9 @@ Invariants (tests/protocols/test_quota.py):
 2. Slots recorded as held never exceed ``max_concurrency``. A new leader
    counts the recorded holdings as live for one slot TTL from its takeover,
    longer than any lease the old leader could have handed out.
+3. A candidate never stops campaigning on an error: opening the buckets is
+   retried with backoff, and the election campaigns again after any error
+   (see :meth:`protocols.election.Election.run`).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ log = logging.getLogger("foundation.quota")
 DEFAULT_LEASE_TTL = 5.0
 DEFAULT_SLOT_TTL = 10.0
 _CAS_ATTEMPTS = 5
+_OPEN_BACKOFF = (0.1, 5.0)
 
 
 @dataclass(frozen=True)
@@ -128,9 +132,16 @@ class QuotaService:
 
     async def run(self) -> None:
         """Campaign and serve while leading, forever (cancel to stop; it resigns)."""
-        self._ledger = await Ledger.open(self.nc, self.pool)
-        leases = await open_lease_bucket(jetstream(self.nc))
-        self._election = Election(leases, f"quota.{self.pool}", self.name, ttl=self.lease_ttl)
+        pause, longest = _OPEN_BACKOFF
+        while self._election is None:
+            try:
+                self._ledger = await Ledger.open(self.nc, self.pool)
+                leases = await open_lease_bucket(jetstream(self.nc))
+                self._election = Election(leases, f"quota.{self.pool}", self.name, ttl=self.lease_ttl)
+            except Exception as exc:  # NATS not there yet: a candidate keeps trying
+                log.warning("quota %s: cannot open the ledger (%r); retrying in %.1fs", self.pool, exc, pause)
+                await asyncio.sleep(pause)  # a backoff pause, not a wait for an event
+                pause = min(pause * 2, longest)
         await self._election.run(self._lead)
 
     async def _lead(self, term: int) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,9 @@ from protocols.registry.errors import RegistryClosedError
 from protocols.registry.query import INDEXED, Condition, compile_query
 
 _EMPTY: frozenset[str] = frozenset()
+# Revisions of removed ids kept to drop stale replays of them; the oldest are
+# forgotten past this many, so ids that come and go cannot grow the cache.
+MAX_REMOVED = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +93,11 @@ class RegistryCache:
 
     def __init__(self) -> None:
         self._entries: dict[str, Entry] = {}
-        # Latest revision applied per id, kept after removal so a stale put
-        # replayed by the watch cannot resurrect an entry.
+        # Latest revision applied per live id, and per removed id (bounded,
+        # oldest first), so a stale put replayed by the watch cannot resurrect
+        # an entry.
         self._revisions: dict[str, int] = {}
+        self._removed: OrderedDict[str, int] = OrderedDict()
         self._by_capability: dict[str, set[str]] = {}
         self._by_pool: dict[str, set[str]] = {}
         self._by_node: dict[str, set[str]] = {}
@@ -108,24 +114,49 @@ class RegistryCache:
 
     def apply(self, change: Change) -> Event | None:
         """Apply one backend change; returns the event, or None if it was stale."""
-        if change.revision <= self._revisions.get(change.id, 0):
+        known = self._revisions.get(change.id) or self._removed.get(change.id, 0)
+        if change.revision <= known:
             return None
-        self._revisions[change.id] = change.revision
         previous = self._entries.pop(change.id, None)
         if previous is not None:
             self._unindex(previous)
-        if change.kind is ChangeKind.PUT:
-            assert change.entry is not None
+        if change.kind is ChangeKind.PUT and change.entry is not None and change.entry.id == change.id:
+            self._removed.pop(change.id, None)
+            self._revisions[change.id] = change.revision
             self._entries[change.id] = change.entry
             self._index(change.entry)
             event = Event(change.kind, change.id, change.entry, previous)
-        elif previous is None:
-            return None  # a removal of something we never had: nothing changed
         else:
-            event = Event(change.kind, change.id, previous, None)
+            self._forget(change.id, change.revision)
+            if previous is None:
+                return None  # a removal of something we never had: nothing changed
+            event = Event(ChangeKind.DELETE if change.kind is ChangeKind.PUT else change.kind, change.id,
+                          previous, None)
+        self._publish(event)
+        return event
+
+    def retain(self, ids: set[str]) -> list[Event]:
+        """Drop, as expired, every entry whose id is not in ``ids`` (after a watch restart)."""
+        events = []
+        for id in [id for id in self._entries if id not in ids]:
+            entry = self._entries.pop(id)
+            self._unindex(entry)
+            self._forget(id, self._revisions.get(id, 0))
+            event = Event(ChangeKind.EXPIRE, id, entry, None)
+            self._publish(event)
+            events.append(event)
+        return events
+
+    def _forget(self, id: str, revision: int) -> None:
+        self._revisions.pop(id, None)
+        self._removed[id] = revision
+        self._removed.move_to_end(id)
+        while len(self._removed) > MAX_REMOVED:
+            self._removed.popitem(last=False)
+
+    def _publish(self, event: Event) -> None:
         for stream in self._streams:
             stream._queue.put_nowait(event)
-        return event
 
     def _index(self, entry: Entry) -> None:
         id = entry.id

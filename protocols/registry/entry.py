@@ -10,10 +10,18 @@ bucket and from the query endpoint::
 
 Times are wall-clock seconds since the epoch (the entries cross hosts).
 Unknown fields are ignored so newer writers do not break older readers.
+
+Any client can write the bucket, so :meth:`Entry.from_dict` is the one strict
+parser of this record: every field must have its documented type (strings
+non-empty where they index, integers not booleans and within 64 bits, times
+finite, capabilities tokens without whitespace), or the record is refused
+with :class:`InvalidEntryError` naming the field. Readers skip refused
+records with a warning that names the key; nothing malformed reaches a cache.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass, field, replace
@@ -27,6 +35,10 @@ ENTRY_VERSION = 1
 
 # A KV key: the slot id is used verbatim as the key of the registry bucket.
 _ID_RE = re.compile(r"^[-_=a-zA-Z0-9]+(\.[-_=a-zA-Z0-9]+)*$")
+# A capability is one token: no whitespace, not empty, of sane length.
+_CAPABILITY_RE = re.compile(r"^\S{1,200}$")
+_MAX_INT = 2**63 - 1
+_MAX_CAPABILITIES = 256
 
 
 class Status(StrEnum):
@@ -82,12 +94,28 @@ class Entry:
             raise InvalidEntryError(
                 f"entry id {self.id!r} must be dot-separated tokens of letters, digits, '-', '_' or '=' (like 'echo.0')"
             )
-        if not self.pool or not self.node:
-            raise InvalidEntryError(f"entry {self.id!r} needs a non-empty pool and node")
-        if not isinstance(self.pid, int) or self.pid < 0:
+        for name in ("pool", "node"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise InvalidEntryError(f"entry {self.id!r} needs a non-empty pool and node; {name} is {value!r}")
+        if not _is_int(self.pid):
             raise InvalidEntryError(f"entry {self.id!r}: pid must be a non-negative integer, got {self.pid!r}")
         if not isinstance(self.capabilities, frozenset):
             object.__setattr__(self, "capabilities", frozenset(self.capabilities))
+        if len(self.capabilities) > _MAX_CAPABILITIES or not all(
+            isinstance(c, str) and _CAPABILITY_RE.match(c) for c in self.capabilities
+        ):
+            raise InvalidEntryError(
+                f"entry {self.id!r}: capabilities must be at most {_MAX_CAPABILITIES} strings without whitespace"
+            )
+        if not isinstance(self.metadata, dict):
+            raise InvalidEntryError(f"entry {self.id!r}: metadata must be an object")
+        if not isinstance(self.load, Load) or not (_is_int(self.load.in_flight) and _is_int(self.load.processed)):
+            raise InvalidEntryError(f"entry {self.id!r}: load counts must be non-negative integers, got {self.load!r}")
+        for name in ("started_at", "heartbeat_at"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InvalidEntryError(f"entry {self.id!r}: {name} must be a finite number, got {value!r}")
         try:
             object.__setattr__(self, "status", Status(self.status))
         except ValueError:
@@ -143,34 +171,41 @@ class Entry:
 
     @classmethod
     def from_dict(cls, data: Any) -> Entry:
-        """Build an entry from its JSON form.
+        """Build an entry from its JSON form, strictly (see the module docstring).
 
         Raises:
             InvalidEntryError: a required field is missing or has the wrong type.
         """
         if not isinstance(data, dict):
             raise InvalidEntryError(f"an entry must be a JSON object, got {type(data).__name__}")
+        for required in ("id", "pool", "node", "pid"):
+            if required not in data:
+                raise InvalidEntryError(f"entry is missing the field {required!r}")
+        load = data.get("load") or {}
+        capabilities = data.get("capabilities") or []
+        metadata = data.get("metadata") or {}
+        id = data["id"]
+        if not isinstance(load, dict):
+            raise InvalidEntryError(f"entry {id!r}: load must be an object")
+        if not isinstance(capabilities, list):
+            raise InvalidEntryError(f"entry {id!r}: capabilities must be a list of strings")
+        if not isinstance(metadata, dict):
+            raise InvalidEntryError(f"entry {id!r}: metadata must be an object")
         try:
-            load = data.get("load") or {}
-            metadata = data.get("metadata") or {}
-            if not isinstance(metadata, dict):
-                raise InvalidEntryError(f"entry {data.get('id')!r}: metadata must be an object")
             return cls(
-                id=data["id"],
+                id=id,
                 pool=data["pool"],
                 node=data["node"],
                 pid=data["pid"],
-                capabilities=frozenset(data.get("capabilities") or ()),
+                capabilities=frozenset(capabilities),
                 metadata=metadata,
                 status=data.get("status", Status.STARTING),
-                load=Load(int(load.get("in_flight", 0)), int(load.get("processed", 0))),
-                started_at=float(data.get("started_at", 0.0)),
-                heartbeat_at=float(data.get("heartbeat_at", 0.0)),
+                load=Load(load.get("in_flight", 0), load.get("processed", 0)),
+                started_at=data.get("started_at", 0.0),
+                heartbeat_at=data.get("heartbeat_at", 0.0),
             )
-        except KeyError as exc:
-            raise InvalidEntryError(f"entry is missing the field {exc.args[0]!r}") from None
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise InvalidEntryError(f"entry {data.get('id')!r} is malformed: {exc}") from None
+        except TypeError as exc:  # an unhashable capability
+            raise InvalidEntryError(f"entry {id!r} is malformed: {exc}") from None
 
     def to_json(self) -> bytes:
         return codec.encode(self.to_dict())
@@ -186,3 +221,8 @@ class Entry:
             return cls.from_dict(codec.decode(data))
         except codec.CodecError as exc:
             raise InvalidEntryError(f"entry is not valid JSON: {exc}") from exc
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int in Python; a pid of true is a mistake, not 1.
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_INT

@@ -7,6 +7,13 @@ with subject delete markers, so the server writes a marker when a TTL runs
 out and every watcher learns of the expiry as a change, not by polling.
 
 The server counts TTLs in whole seconds; a TTL is rounded up, minimum 1 s.
+
+Any client can write the bucket, also without a TTL. The bucket therefore has
+a max age (:data:`MAX_AGE`) as well: an entry that is not rewritten by a
+heartbeat goes away after it whatever its writer asked for. A record that is
+not an entry, or whose ``id`` is not its key, is skipped by the watch and
+counts as absent for writes (so the owner of the key overwrites it), with a
+warning naming the key.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
-from broker import jetstream, key_value, subjects
+from broker import catalog, jetstream, key_value, reconnects, subjects, watch_update
 from protocols.registry.backend import Change, ChangeKind
 from protocols.registry.entry import Entry
 from protocols.registry.errors import (
@@ -36,6 +43,9 @@ log = logging.getLogger("foundation.registry")
 # How long the server keeps the marker of an expired key. Long enough for a
 # watcher that was briefly disconnected to still see the expiry on resume.
 MARKER_TTL = 60.0
+# The longest any record stays in the bucket without being rewritten; every
+# registry TTL must be shorter (heartbeats rewrite an entry every ttl / 3).
+MAX_AGE = catalog.REGISTRY_MAX_AGE
 
 _TTL = "Nats-TTL"
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
@@ -49,23 +59,39 @@ _TRANSPORT_ERRORS = (nats.errors.TimeoutError, nats.errors.NoRespondersError, na
 
 
 def _ttl_header(ttl: float) -> str:
-    if ttl <= 0:
-        raise InvalidEntryError(f"registry TTL must be positive, got {ttl}")
+    if not 0 < ttl < MAX_AGE:
+        raise InvalidEntryError(f"registry TTL must be in (0, {MAX_AGE:g}) seconds, got {ttl}")
     return str(max(1, math.ceil(ttl)))
+
+
+def parse_record(key: str, data: bytes | None, revision: int | None) -> Entry | None:
+    """The entry stored under ``key``, or None (logged with the key) if it is not a valid one."""
+    try:
+        entry = Entry.from_json(data or b"")
+        if entry.id != key:
+            raise InvalidEntryError(f"its id {entry.id!r} is not its key")
+    except InvalidEntryError as exc:
+        # Another writer put garbage under a key: skip it rather than stop every cache.
+        log.warning("registry: skipping the record under key %r at revision %s: %s", key, revision, exc)
+        return None
+    return entry
 
 
 class _KVWatch:
     """Turns the bucket watcher's entries into :class:`Change` values."""
 
-    def __init__(self, watcher: KeyValue.KeyWatcher) -> None:
+    def __init__(self, watcher: KeyValue.KeyWatcher, nc: Client, epoch: int) -> None:
         self._watcher = watcher
+        self._nc = nc
+        self._epoch = epoch
 
     def __aiter__(self) -> AsyncIterator[Change | None]:
         return self
 
     async def __anext__(self) -> Change | None:
         while True:
-            item = await self._watcher.__anext__()
+            # Raises StaleWatchError after a reconnect: the registry then opens a new watch.
+            item = await watch_update(self._watcher, self._nc, self._epoch)
             if item is None:
                 return None
             if item.operation == KV_DEL:
@@ -73,12 +99,10 @@ class _KVWatch:
             if item.operation == KV_PURGE:
                 # nats-py reports server TTL markers ("MaxAge") as purges; we never purge.
                 return Change(ChangeKind.EXPIRE, item.key, None, item.revision)
-            try:
-                entry = Entry.from_json(item.value)
-            except InvalidEntryError as exc:
-                # Another writer put garbage under a key: skip it rather than stop every cache.
-                log.warning("registry: ignoring key %r at revision %d: %s", item.key, item.revision, exc)
-                continue
+            entry = parse_record(item.key, item.value, item.revision)
+            if entry is None:
+                # A malformed record replaces whatever was there: to the cache, the key is gone.
+                return Change(ChangeKind.DELETE, item.key, None, item.revision)
             return Change(ChangeKind.PUT, item.key, entry, item.revision)
 
     async def stop(self) -> None:
@@ -94,8 +118,9 @@ class KVBackend:
     Build it with :meth:`open`, which creates or adapts the bucket.
     """
 
-    def __init__(self, js: JetStreamContext, kv: KeyValue, bucket: str) -> None:
+    def __init__(self, js: JetStreamContext, kv: KeyValue, bucket: str, nc: Client | None = None) -> None:
         self._js = js
+        self._nc = nc if nc is not None else js._nc
         self._kv = kv
         self._prefix = f"$KV.{bucket}."
         self._stream = f"KV_{bucket}"
@@ -114,14 +139,15 @@ class KVBackend:
             kv = await key_value(js, bucket, per_key_ttl=True)
             info = await js.stream_info(f"KV_{bucket}")
             cfg = info.config
-            if not cfg.allow_msg_ttl or not cfg.subject_delete_marker_ttl:
+            if not cfg.allow_msg_ttl or not cfg.subject_delete_marker_ttl or cfg.max_age != MAX_AGE:
                 # Both are needed for expiry by TTL to reach watchers; raced updates are idempotent.
                 cfg.allow_msg_ttl = True
                 cfg.subject_delete_marker_ttl = marker_ttl
+                cfg.max_age = MAX_AGE
                 await js.update_stream(cfg)
         except (nats.js.errors.Error, *_TRANSPORT_ERRORS) as exc:
             raise RegistryUnavailableError(f"cannot open the KV bucket {bucket!r}: {exc}") from exc
-        return cls(js, kv, bucket)
+        return cls(js, kv, bucket, nc)
 
     async def _publish(self, id: str, data: bytes, headers: dict[str, str]) -> int:
         try:
@@ -166,7 +192,7 @@ class KVBackend:
         headers = msg.headers or {}
         if headers.get(KV_OP) in (KV_DEL, KV_PURGE) or _MARKER_REASON in headers or not msg.data:
             return msg.seq, None
-        return msg.seq, Entry.from_json(msg.data)
+        return msg.seq, parse_record(id, msg.data, msg.seq)
 
     async def get(self, id: str) -> tuple[Entry, int] | None:
         latest = await self._latest(id)
@@ -181,8 +207,9 @@ class KVBackend:
         return await self._publish(id, b"", headers)
 
     async def watch(self) -> _KVWatch:
+        epoch = reconnects(self._nc)
         try:
             watcher = await self._kv.watchall()
         except (nats.js.errors.Error, *_TRANSPORT_ERRORS) as exc:
             raise RegistryUnavailableError(f"cannot watch the KV bucket {self.bucket!r}: {exc}") from exc
-        return _KVWatch(watcher)
+        return _KVWatch(watcher, self._nc, epoch)

@@ -5,6 +5,12 @@ A :class:`Registry` runs one backend watch that feeds its
 :class:`~protocols.registry.cache.RegistryCache`; :func:`open_registry`
 returns it only once the cache holds every entry that existed when it opened.
 
+The watch is restarted, with backoff, after any error or end it was not
+asked for (a NATS outage, a server restart): the new watch replays the
+bucket, and once it has caught up every cached entry it did not replay is
+dropped as expired (it went away while the watch was down). A malformed
+record never reaches the cache (see :mod:`protocols.registry.kv`).
+
 Ownership: an entry belongs to the process that registered it. Heartbeats
 rewrite it by compare-and-set on the revision this process last wrote, so a
 heartbeat never overwrites a newer entry of a respawned slot, and an entry
@@ -43,6 +49,8 @@ DEFAULT_TTL = 10.0
 """Seconds an entry outlives its last heartbeat: how long a lost node's agents stay listed."""
 
 _CAS_ATTEMPTS = 5
+# Pauses between attempts to restart a failed watch: doubling, capped.
+WATCH_BACKOFF = (0.1, 5.0)
 
 Sample = Callable[[], tuple[Status | str | None, Load | None]]
 
@@ -78,7 +86,7 @@ class Registry:
             RegistryUnavailableError: the watch did not prime within ``timeout``.
         """
         watch = await self.backend.watch()
-        self._watch_task = asyncio.create_task(self._follow(watch), name="registry-watch")
+        self._watch_task = asyncio.create_task(self._follow_forever(watch), name="registry-watch")
         primed = asyncio.ensure_future(self._primed.wait())
         done, _ = await asyncio.wait({primed, self._watch_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if primed not in done:
@@ -89,19 +97,50 @@ class Registry:
                 + (f": {self._watch_error}" if self._watch_error else "; is NATS reachable?")
             )
 
-    async def _follow(self, watch: Any) -> None:
+    async def _follow_forever(self, watch: Any) -> None:
+        """Follow the watch; whenever it fails or ends, open a new one after a pause."""
+        pause, longest = WATCH_BACKOFF
+        try:
+            while True:
+                if watch is not None:
+                    caught_up = await self._follow(watch)
+                    if caught_up:
+                        pause = WATCH_BACKOFF[0]  # it worked for a while: start the backoff afresh
+                await asyncio.sleep(pause)  # a backoff pause between reconnects, not a wait for an event
+                pause = min(pause * 2, longest)
+                try:
+                    watch = await self.backend.watch()
+                except Exception as exc:  # any failure to reopen: try again after the next pause
+                    self._watch_error = exc
+                    log.warning("registry watch could not restart: %s; retrying in %.1fs", exc, pause)
+                    watch = None
+        finally:
+            self.cache.close()
+
+    async def _follow(self, watch: Any) -> bool:
+        """Apply one watch's changes until it ends; whether it caught up first."""
+        replayed: set[str] | None = set()
         try:
             async for change in watch:
                 if change is None:
+                    if replayed is not None:
+                        self.cache.retain(replayed)  # entries that went away while no watch ran
+                        replayed = None
                     self._primed.set()
-                else:
-                    self.cache.apply(change)
-        except Exception as exc:  # the watch is this cache's only feed: record why it ended
+                    continue
+                if replayed is not None:
+                    replayed.add(change.id)
+                self.cache.apply(change)
+            log.warning("registry watch ended; restarting it")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the watch is this cache's only feed: say why, then restart it
             self._watch_error = exc
-            log.error("registry watch ended: %s", exc)
+            log.warning("registry watch failed: %r; restarting it", exc)
         finally:
-            await watch.stop()
-            self.cache.close()
+            with contextlib.suppress(Exception):
+                await watch.stop()
+        return replayed is None
 
     async def close(self, *, unregister: bool = True) -> None:
         """Stop the watch; by default first remove the entries this process registered."""
@@ -117,6 +156,10 @@ class Registry:
         self.cache.close()
 
     # -- writes -------------------------------------------------------------
+
+    def owns(self, id: str) -> bool:
+        """Whether this process registered ``id`` and still heartbeats it."""
+        return id in self._own
 
     def _applied(self, kind: ChangeKind, id: str, entry: Entry | None, revision: int | None) -> None:
         # Read-your-writes: the same change arrives later by the watch and is dropped by revision.

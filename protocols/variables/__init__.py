@@ -49,18 +49,20 @@ from protocols.variables.space import (
 from protocols.variables.store import (
     HISTORY,
     Change,
+    InvalidRecordError,
     VariableConflictError,
     VariableStore,
     load_space,
     open_variables_bucket,
+    parse_spec,
 )
 from protocols.variables.view import VariableView
 
 __all__ = [
     "HISTORY", "VARIABLES_GROUP", "AllOf", "Approval", "BoolVar", "ByzantineApproval", "ByzantineStakeholder",
-    "Change", "ChangeRejectedError",
+    "Change", "ChangeRejectedError", "InvalidRecordError",
     "ChangeRequest", "ChoiceVar", "ConsensusApproval", "FloatVar", "IntVar", "ParameterSpace", "Variable",
     "VariableConflictError", "VariableError", "VariableStore", "VariableValidationError", "VariableView",
-    "Verdict", "change_instance", "load_space", "open_variables_bucket", "stakeholder", "variable_from_dict",
+    "Verdict", "change_instance", "load_space", "open_variables_bucket", "parse_spec", "stakeholder", "variable_from_dict",
     "variable_to_dict", "verify_change",
 ]

@@ -67,6 +67,11 @@ Invariants (tests/protocols/test_variables_byzantine.py):
 * Instances are per (variable, version): two changes racing for the same
   version are decided in one instance, so the group settles which one is
   next and the other's gate refuses.
+* Requests come from any client: a ``timeout`` that is not a finite number
+  is refused, others are kept within ``[MIN_TIMEOUT, max_timeout]``; a
+  member takes part in at most ``max_running`` instances at once (more are
+  refused as busy) and answers at most :data:`MAX_REPLIES` inboxes per
+  instance.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import math
 import os
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
@@ -111,6 +117,8 @@ EVIDENCE_KEY = "bft"
 _VERSION = 1
 _MAX_BODY = 1 << 20
 _REMEMBERED = 1024  # decided instances a member keeps answering from memory
+MIN_TIMEOUT = 0.1  # seconds: the shortest decision a request may ask for
+MAX_REPLIES = 64  # inboxes answered per instance (a gate re-announces on one inbox)
 
 MemberCheck = Callable[[ChangeRequest], bool]
 
@@ -360,6 +368,7 @@ class ByzantineStakeholder:
     def __init__(
         self, participant: Participant, space: ParameterSpace, *, group: str = VARIABLES_GROUP,
         check: MemberCheck | None = None, max_timeout: float = 30.0, proposers: Mapping[str, str] | None = None,
+        max_running: int = 16,
     ) -> None:
         self.proposers = dict(proposers) if proposers is not None else None
         self.participant = participant
@@ -367,6 +376,7 @@ class ByzantineStakeholder:
         self.group = group
         self.check = check
         self.max_timeout = max_timeout
+        self.max_running = max_running
         self.stats: Counter[str] = Counter()
         self._sub: Any = None
         self._pending: dict[str, dict[str, str]] = {}  # instance -> {reply: nonce}
@@ -434,6 +444,11 @@ class ByzantineStakeholder:
             self.stats["unauthenticated"] += 1
             log.warning("stakeholder %s: request on %s not signed by a known proposer; ignored", self.id, msg.subject)
             return
+        if not math.isfinite(timeout):
+            self.stats["malformed"] += 1
+            log.warning("stakeholder %s: request on %s ignored: timeout %r", self.id, msg.subject, timeout)
+            return
+        timeout = min(max(timeout, MIN_TIMEOUT), self.max_timeout)
         reason = None
         if msg.subject.split(".")[2:4] != [self.group, instance] or body.get("group") != self.group:
             reason = f"request on {msg.subject} names group {body.get('group')!r} and instance {instance!r}"
@@ -449,11 +464,18 @@ class ByzantineStakeholder:
             await self._answer({msg.reply: nonce}, instance, {"ok": True, "certificate": self._decided[instance].to_dict()})
             return
         if instance in self._pending:
-            self._pending[instance][msg.reply] = nonce  # a repeat: answered when the running decision ends
+            if len(self._pending[instance]) < MAX_REPLIES:
+                self._pending[instance][msg.reply] = nonce  # a repeat: answered when the running decision ends
+            return
+        if len(self._pending) >= self.max_running:
+            self.stats["busy"] += 1
+            log.warning("stakeholder %s: %d decisions running; request on %s refused", self.id,
+                        len(self._pending), msg.subject)
+            await self._answer({msg.reply: nonce}, instance, {"ok": False, "reason": "busy: too many decisions running"})
             return
         self._pending[instance] = {msg.reply: nonce}
         task = asyncio.get_running_loop().create_task(
-            self._take_part(instance, value, name, version, min(timeout, self.max_timeout))
+            self._take_part(instance, value, name, version, timeout)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -18,10 +18,18 @@ Invariants (tests/protocols/test_variables.py):
 3. Every applied change is kept in the key's history (bucket history of
    ``HISTORY`` revisions) with its proposer, reason, version and the gate's
    evidence (the consensus decision).
+4. Any client can write the bucket, so :meth:`Change.from_entry` and
+   :func:`load_space` parse strictly: a value record of the wrong shape
+   (``version`` not a non-negative integer below 2**53, a non-finite ``at``,
+   fields of the wrong type) raises :class:`InvalidRecordError` naming the
+   key, and a malformed definition is skipped with a warning, never raised
+   into a worker's start.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -34,10 +42,24 @@ from nats.js.kv import KeyValue
 
 from broker import catalog, codec, streams, subjects
 from protocols.variables.approval import Approval, ChangeRejectedError, ChangeRequest
-from protocols.variables.space import ParameterSpace, VariableError, variable_from_dict, variable_to_dict
+from protocols.variables.space import (
+    ParameterSpace,
+    Variable,
+    VariableError,
+    VariableValidationError,
+    variable_from_dict,
+    variable_to_dict,
+)
+
+log = logging.getLogger("foundation.protocols.variables")
 
 HISTORY = catalog.VARIABLES_HISTORY  # the most revisions a NATS KV bucket keeps per key
 _VERSION = 1
+MAX_VERSION = 2**53  # versions above this cannot round-trip through every JSON reader
+
+
+class InvalidRecordError(VariableError):
+    """A record in the variables bucket is not of the documented shape."""
 
 
 class VariableConflictError(VariableError):
@@ -61,8 +83,35 @@ class Change:
 
     @classmethod
     def from_entry(cls, data: bytes, revision: int) -> Change:
-        body = codec.decode(data)
-        return cls(**{k: body[k] for k in cls.__dataclass_fields__ if k in body}, revision=revision)
+        """Parse a ``value.<name>`` record strictly.
+
+        Raises:
+            InvalidRecordError: not JSON, or a field of the wrong type or range.
+        """
+        try:
+            body = codec.decode(data)
+        except codec.CodecError as exc:
+            raise InvalidRecordError(f"value record at revision {revision} is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise InvalidRecordError(f"value record at revision {revision} is not a JSON object")
+        version = body.get("version", 0)
+        if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= MAX_VERSION:
+            raise InvalidRecordError(f"value record at revision {revision}: version {version!r} is not an integer "
+                                     f"in [0, {MAX_VERSION}]")
+        at = body.get("at", 0.0)
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
+            raise InvalidRecordError(f"value record at revision {revision}: at {at!r} is not a finite number")
+        fields: dict[str, Any] = {}
+        for name in ("name", "proposer", "reason", "session", "approval"):
+            text = body.get(name, "")
+            if not isinstance(text, str):
+                raise InvalidRecordError(f"value record at revision {revision}: {name} must be a string")
+            fields[name] = text
+        evidence = body.get("evidence", {})
+        if not isinstance(evidence, dict):
+            raise InvalidRecordError(f"value record at revision {revision}: evidence must be an object")
+        return cls(value=body.get("value"), version=version, evidence=evidence, at=float(at), revision=revision,
+                   **fields)
 
 
 def value_key(name: str) -> str:
@@ -96,8 +145,22 @@ async def load_space(kv: KeyValue) -> ParameterSpace:
             entry = await kv.get(key)
         except (KeyNotFoundError, KeyDeletedError):  # deleted by hand: no longer declared
             continue
-        specs.append(variable_from_dict(key.removeprefix("spec."), codec.decode(entry.value or b"{}")))
+        spec = parse_spec(key, entry.value)
+        if spec is not None:
+            specs.append(spec)
     return ParameterSpace(specs)
+
+
+def parse_spec(key: str, data: bytes | None) -> Variable | None:
+    """The definition stored under ``spec.<name>``, or None (logged with the key) if malformed."""
+    try:
+        body = codec.decode(data or b"")
+        if not isinstance(body, dict):
+            raise VariableValidationError("a definition is a JSON object")
+        return variable_from_dict(key.removeprefix("spec."), body)
+    except (codec.CodecError, VariableValidationError, TypeError, ValueError) as exc:
+        log.warning("variables: skipping the definition under key %r: %s", key, exc)
+        return None
 
 
 class VariableStore:
@@ -136,7 +199,12 @@ class VariableStore:
             return Change(name, var.default, 0)
         except nats.errors.Error as exc:
             raise VariableError(f"cannot read variable {name!r}: {exc!r}") from exc
-        return Change.from_entry(entry.value or b"{}", entry.revision or 0)
+        try:
+            return Change.from_entry(entry.value or b"{}", entry.revision or 0)
+        except InvalidRecordError as exc:
+            # Written by hand: treat it as no value, so the next change overwrites it (by CAS).
+            log.warning("variables: the record under %r is malformed (%s); reading the default", value_key(name), exc)
+            return Change(name, var.default, 0, revision=entry.revision or 0)
 
     async def get(self, name: str) -> Any:
         return (await self.current(name)).value
@@ -159,7 +227,7 @@ class VariableStore:
         if not verdict.approved:
             raise ChangeRejectedError(change, verdict)
         applied = Change(
-            name, value, now.version + 1, proposer=proposer, reason=reason, session=change.session,
+            name, value, min(now.version + 1, MAX_VERSION), proposer=proposer, reason=reason, session=change.session,
             approval=verdict.reason, evidence=verdict.evidence, at=time.time(),
         )
         try:
@@ -182,7 +250,15 @@ class VariableStore:
             entries = await self.kv.history(value_key(name))
         except NoKeysError:
             return []
-        return [Change.from_entry(e.value, e.revision or 0) for e in entries if e.value]
+        changes = []
+        for e in entries:
+            if not e.value:
+                continue
+            try:
+                changes.append(Change.from_entry(e.value, e.revision or 0))
+            except InvalidRecordError as exc:
+                log.warning("variables: skipping a record of %r in its history: %s", name, exc)
+        return changes
 
 
 def _encode(change: Change) -> bytes:

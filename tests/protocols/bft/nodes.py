@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from nats.aio.client import Client
 
 from protocols.bft import Signer, new_seed
-from protocols.bft.node import control_subject
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -37,6 +35,7 @@ class Node:
         self.id = member
         self.proc = proc
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.controls: asyncio.Queue[dict[str, Any]] = asyncio.Queue()  # answers to command()
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
@@ -54,7 +53,8 @@ class Node:
     async def _read(self) -> None:
         assert self.proc.stdout is not None
         async for line in self.proc.stdout:
-            await self.events.put(orjson.loads(line))
+            event = orjson.loads(line)
+            await (self.controls if event["event"] == "control" else self.events).put(event)
 
     async def expect(self, event: str, timeout: float = 20.0) -> dict[str, Any]:
         """The next event of this kind (earlier ones of other kinds are skipped)."""
@@ -66,9 +66,16 @@ class Node:
                 if got["event"] == "error":
                     raise AssertionError(f"{self.id} failed: {got['error']}")
 
-    async def command(self, nc: Client, group: str, cmd: str) -> dict[str, Any]:
-        reply = await nc.request(control_subject(group, self.id), orjson.dumps({"cmd": cmd}), timeout=5)
-        return orjson.loads(reply.data)
+    async def command(self, cmd: str) -> dict[str, Any]:
+        """Send a control command on the node's stdin; its answer line."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(orjson.dumps({"cmd": cmd}) + b"\n")
+        await self.proc.stdin.drain()
+        async with asyncio.timeout(10):
+            while True:
+                got = await self.controls.get()
+                if got["cmd"] == cmd:
+                    return got
 
     def kill(self) -> None:
         """SIGKILL: no goodbye, no last message."""

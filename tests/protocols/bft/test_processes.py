@@ -54,12 +54,12 @@ async def test_four_processes_survive_a_killed_leader_and_the_certificate_verifi
         # the instance is certainly still open when the leader dies.
         first = next(i for i in ids if i != leader)
         for member in (leader, first):
-            await nodes[member].command(nc, GROUP, "start")
+            await nodes[member].command("start")
         await asyncio.wait_for(proposal, 20)
         nodes[leader].kill()
         for member in ids:
             if member not in (leader, first):
-                await nodes[member].command(nc, GROUP, "start")
+                await nodes[member].command("start")
         survivors = [m for m in ids if m != leader]
         decided = await asyncio.gather(*(nodes[m].expect("decided", 30) for m in survivors))
         print("rounds", [d["round"] for d in decided], [d["elapsed_ms"] for d in decided])
@@ -87,18 +87,19 @@ async def test_seven_processes_kill_leader_isolate_and_heal(nats_url: str, nc, t
         # Leader, two members and the one to be cut off: four of seven, below
         # the quorum of five.
         for member in (leader, *early, cut):
-            await nodes[member].command(nc, GROUP, "start")
+            await nodes[member].command("start")
         await asyncio.wait_for(proposal, 20)
-        assert (await nodes[cut].command(nc, GROUP, "isolate"))["paused"] is True
+        assert (await nodes[cut].command("isolate"))["paused"] is True
         nodes[leader].kill()
         for member in late:
-            await nodes[member].command(nc, GROUP, "start")
+            await nodes[member].command("start")
         # Five live, connected members: exactly a quorum.
         decided = await asyncio.gather(*(nodes[m].expect("decided", 30) for m in (*early, *late)))
         assert len({d["value"] for d in decided}) == 1
-        status = await nodes[cut].command(nc, GROUP, "status")
-        assert status == {"id": cut, "paused": True, "started": True, "decided": False}
-        await nodes[cut].command(nc, GROUP, "heal")
+        status = await nodes[cut].command("status")
+        assert status == {"event": "control", "cmd": "status", "id": cut, "paused": True, "started": True,
+                          "decided": False}
+        await nodes[cut].command("heal")
         healed = await nodes[cut].expect("decided", 30)
         assert healed["value"] == decided[0]["value"]
 
