@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import tomllib
 import typing
@@ -42,9 +43,15 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     env = os.environ if env is None else env
     path = Path(path or env.get("FOUNDATION_CONFIG") or SHIPPED)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("", f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError("", f"config path {path} is a directory; give the path of a foundation.toml file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"{path} is not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
     apply_env(raw, env)
@@ -61,19 +68,21 @@ def apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__")]
-        if keys[0] == "pools" and len(keys) >= 2:
-            keys[1] = _find_pool(raw, keys[1])
         node = raw
-        for key in keys[:-1]:
+        for depth, key in enumerate(keys[:-1]):
+            if depth == 1 and keys[0] == "pools":
+                key = keys[1] = _find_pool(node, key)
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
-                raise ConfigError(".".join(keys), f"cannot override from {name}: a parent key is not a table")
+                where = ".".join(keys[: depth + 1])
+                raise ConfigError(where, f"is not a table, so {name} cannot set a key inside it; "
+                                         f"make {where} a table or unset {name}")
         node[keys[-1]] = _parse_scalar(value)
 
 
-def _find_pool(raw: dict[str, Any], lowered: str) -> str:
+def _find_pool(pools: dict[str, Any], lowered: str) -> str:
     # Environment names are upper-cased; recover the pool's spelling.
-    for name in raw.get("pools", {}):
+    for name in pools:
         if name.lower() == lowered:
             return name
     return lowered
@@ -162,6 +171,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, f"must be a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(key, f"must be a finite number, got {value!r}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):

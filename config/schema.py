@@ -5,6 +5,7 @@ Seconds are floats; other units are in the name (``max_rss_mb``).
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 from dataclasses import dataclass, field
@@ -18,7 +19,13 @@ DISPATCH_MODES = ("queue", "market")
 _SYNC = re.compile(r"^(always|[0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))$")
 
 
+REGISTRY_MAX_TTL = 300.0  # broker.catalog.REGISTRY_MAX_AGE; config imports nothing above it
+_CAPABILITY = re.compile(r"^\S{1,200}$")
+
+
 def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
@@ -30,6 +37,9 @@ class NodeConfig:
 
     def __post_init__(self) -> None:
         _positive("node.registry_ttl", self.registry_ttl)
+        if self.registry_ttl >= REGISTRY_MAX_TTL:
+            raise ConfigError("node.registry_ttl", f"must be below {REGISTRY_MAX_TTL:g} seconds (the registry bucket's "
+                              f"max age), got {self.registry_ttl:g}")
         if not self.name:
             object.__setattr__(self, "name", socket.gethostname().split(".")[0] or "local")
         if not _POOL_NAME.match(self.name):
@@ -74,6 +84,10 @@ class NatsConfig:
     def __post_init__(self) -> None:
         for name in ("results_max_age", "dlq_max_age", "duplicate_window", "connect_timeout"):
             _positive(f"nats.{name}", getattr(self, name))
+        for name in ("port", "monitor_port"):
+            port = getattr(self, name)
+            if port != -1 and not 1 <= port <= 65535:
+                raise ConfigError(f"nats.{name}", f"must be 1..65535 (or -1 to pick a free port), got {port}")
         for i, url in enumerate(self.monitor_urls):
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"nats.monitor_urls[{i}]", f"must start with http:// (a server's monitoring port), got {url!r}")
@@ -203,6 +217,10 @@ class PoolConfig:
             raise ConfigError(f"{p}.hard_time_limit", "must be greater than time_limit")
         if self.max_size and self.min_size > self.max_size:
             raise ConfigError(f"{p}.min_size", f"is {self.min_size}, above max_size {self.max_size}")
+        for i, cap in enumerate(self.capabilities):
+            # A capability is one token in the registry (and in vote:<group> a subject token).
+            if not _CAPABILITY.match(cap):
+                raise ConfigError(f"{p}.capabilities[{i}]", f"must be a non-empty word without whitespace, got {cap!r}")
 
     @property
     def fetch_batch(self) -> int:

@@ -52,8 +52,9 @@ class NodeControl:
         self.node = node
 
     def endpoints(self) -> dict[str, Handler]:
-        return {"status": self.status, "scale": self.scale, "restart": self.restart,
-                "drain": self.drain, "resume": self.resume}
+        handlers = {"status": self.status, "scale": self.scale, "restart": self.restart,
+                    "drain": self.drain, "resume": self.resume}
+        return {name: _strict(name, fn) for name, fn in handlers.items()}
 
     def _pool(self, name: Any) -> PoolSupervisor:
         pools = self.node.pools
@@ -110,6 +111,23 @@ class NodeControl:
         for pool in self._pools(args):
             resumed[pool.pool.name] = await pool.resume()
         return {"resumed": resumed}
+
+
+# The keys each request may carry: a request with any other key is refused,
+# never read as the empty request (which, for drain, means every pool).
+_ARGS = {"status": set(), "scale": {"pool", "size"}, "restart": {"pool", "slot"}, "drain": {"pool"},
+         "resume": {"pool"}}
+
+
+def _strict(name: str, fn: Handler) -> Handler:
+    async def checked(args: dict[str, Any]) -> Any:
+        unknown = sorted(set(args) - _ARGS[name])
+        if unknown:
+            raise ControlError(f"{name} takes {', '.join(sorted(_ARGS[name])) or 'no arguments'}; "
+                               f"unknown {', '.join(map(repr, unknown))}")
+        return await fn(args)
+
+    return checked
 
 
 async def status_report(node: Node) -> dict[str, Any]:

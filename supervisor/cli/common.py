@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 from typing import Any
 
 from broker import NKEY_ENV, Identity, connect, identity_for
 from config import Config, load_config
+from config.errors import ConfigError
+
+HANDLER_CHECK_TIMEOUT = 60.0  # seconds to import every handler module in the check process
+
+# Run in a child process: user handler modules may start threads at import,
+# and the supervisor must never fork after that (its fork server would).
+_CHECK = """
+import sys
+from workers.handler import HandlerImportError, resolve
+for pool, spec in zip(sys.argv[1::2], sys.argv[2::2]):
+    try:
+        resolve(spec)
+    except HandlerImportError as exc:
+        sys.stdout.write(pool + "\\t" + str(exc).replace("\\n", " ") + "\\n")
+        sys.exit(3)
+"""
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -50,3 +68,26 @@ def client_url(args: Any, cfg: Config) -> str:
 
 def load(args: Any) -> Config:
     return load_config(getattr(args, "config", None))
+
+
+def check_handlers(cfg: Config) -> None:
+    """Import every pool's handler in a child process, so a broken one is a config error.
+
+    Raises:
+        ConfigError: a handler cannot be imported (``pools.<name>.handler`` and the module's error).
+    """
+    if not cfg.pools:
+        return
+    args = [x for pool in cfg.pools.values() for x in (pool.name, pool.handler)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
+    try:
+        done = subprocess.run([sys.executable, "-c", _CHECK, *args], capture_output=True, text=True, env=env,
+                              timeout=HANDLER_CHECK_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise ConfigError("pools", f"importing the handlers took over {HANDLER_CHECK_TIMEOUT:g}s") from None
+    if done.returncode == 3 and "\t" in done.stdout:
+        pool, why = done.stdout.strip().split("\t", 1)
+        raise ConfigError(f"pools.{pool}.handler", why)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise ConfigError("pools", f"checking the handlers failed: {last}")

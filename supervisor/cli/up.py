@@ -10,7 +10,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from supervisor.cli.common import add_config_option, load
+from supervisor.cli.common import add_config_option, check_handlers, load
 
 
 def register(sub: Any) -> None:
@@ -22,6 +22,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load(args)  # a ConfigError exits 2 before anything starts
+    check_handlers(cfg)  # so does a handler that cannot be imported
     logging.basicConfig(
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s [supervisor] %(name)s: %(message)s",

@@ -29,13 +29,11 @@ def test_bad_config_names_the_key_and_exits_2(tmp_path: Path) -> None:
     assert "config error: pools.p.size: must be > 0, got 0" in proc.stderr
 
 
-def test_unimportable_handler_is_reported_and_escalates(tmp_path: Path, nats_url: str) -> None:
+def test_unimportable_handler_is_a_config_error_at_load_time(tmp_path: Path, nats_url: str) -> None:
     cfg = write_config(tmp_path / "f.toml", nats_url=nats_url, pools={"p": {"handler": "no_such_module:fn"}})
-    node = NodeProcess(cfg)
-    code = node.wait_exit(60)
-    out = "".join(node.output)
-    assert code == 4
-    assert "cannot import handler module 'no_such_module'" in out
+    proc = subprocess.run([FOUNDATION, "up", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "pools.p.handler: cannot import handler module 'no_such_module'" in proc.stderr
 
 
 async def test_embedded_nats_echo_round_trip(tmp_path: Path) -> None:
