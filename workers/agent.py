@@ -88,7 +88,7 @@ from protocols.registry import (
 from protocols.variables import VariableView, load_space, open_variables_bucket, stakeholder
 from workers.context import TaskContext
 from workers.handler import Handler
-from workers.timelimits import run_limited
+from workers.timelimits import SoftTimeLimitExceeded, run_limited
 
 if TYPE_CHECKING:
     from workers.consumer import Worker
@@ -343,6 +343,10 @@ class WorkerAgent:
             )
             remaining = max(proposal.deadline - asyncio.get_running_loop().time(), 0.001)
             limit = min(self.pool.time_limit, remaining) if self.pool.time_limit else remaining
-            return ballot_of(await run_limited(self.handler.start(payload, ctx), soft=limit))
+            try:
+                return ballot_of(await run_limited(self.handler.start(payload, ctx), soft=limit))
+            except SoftTimeLimitExceeded:
+                # Interrupted: the handler thread is free again; say why rather than stay silent.
+                return Ballot(ABSTAIN, f"the vote ran over its time limit of {limit:.3g}s")
 
         return decide
