@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,9 @@ def plot(result: RunResult, path: Path) -> None:
             ax.axvspan(w.start, max(w.end, w.start + 0.05), color="tab:orange", alpha=0.25, lw=0)
         top.annotate(w.label, xy=(w.start, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -10 - 11 * (i % 3)),
                      textcoords="offset points", fontsize=7, color="saddlebrown", va="top")
-    fig.suptitle(f"{result.scenario} (seed {result.seed}): {result.verdict()}", fontsize=9)
+    verdict = result.verdict().removeprefix("verdict: ")
+    fig.suptitle(f"{result.scenario} (seed {result.seed}, {result.duration:g}s): {verdict.split(' — ')[0]}\n"
+                 + textwrap.fill(verdict.split(" — ", 1)[-1], 150), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

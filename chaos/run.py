@@ -80,6 +80,7 @@ class RunResult:
             f"verdict: {'valid' if r.valid else 'INVALID'} — lost {len(r.lost)}, unexpected {len(r.unexpected)}, "
             f"duplicates processed {dp}, stored {r.duplicates_stored}, unknown {r.unknown} "
             f"({r.recovered} of the failed/unknown found), {len(self.windows)} faults, max time to recover {rec}"
+            + (f" ({self.unrecovered} with no task completed after its heal)" if self.unrecovered and self.recovery_s is not None else "")
         )
 
     def lines(self) -> list[str]:
@@ -168,7 +169,8 @@ async def run(
             async def schedule() -> None:
                 await asyncio.sleep(min(2.0, duration * 0.15))
                 k = 0
-                while time.perf_counter() - t0 + fault_s <= duration:
+                # Each heal is followed by a calm stretch of workload: its recovery is measured.
+                while time.perf_counter() - t0 + fault_s + calm_s <= duration:
                     nemesis = nemeses[k % len(nemeses)] if pick == "cycle" else rng.choice(nemeses)
                     k += 1
                     start = time.perf_counter() - t0

@@ -135,7 +135,12 @@ def run_kill_workers(args: argparse.Namespace) -> int:
     scenario = dict(tasks=args.tasks, kills=args.kills, work_ms=args.work_ms, seed=args.seed, drain_timeout=args.timeout)
     if args.config:
         cfg = load(args)
-        result = asyncio.run(kill_workers(client_url(args, cfg), args.node or cfg.node.name, args.pool, **scenario))
+        from chaos.errors import ChaosError
+
+        try:
+            result = asyncio.run(kill_workers(client_url(args, cfg), args.node or cfg.node.name, args.pool, **scenario))
+        except ChaosError as exc:
+            raise SystemExit(f"foundation chaos kill-workers: {exc}") from exc
     else:
         pool = {
             "handler": "chaos.handlers:count", "size": args.workers, "concurrency": args.concurrency,

@@ -42,3 +42,23 @@ def test_handler_without_a_count_is_not_an_invalid_verdict() -> None:
     assert report.valid and report.duplicates_processed is None
     counted = Observation(results=seen.results, effects={"p.0": 1, "p.1": 1})
     assert drop_uncounted(counted, "p") == "" and check(history, counted).valid
+
+
+def test_scenarios_on_an_existing_node_count_only_their_own(tmp_path) -> None:
+    from chaos import run_scenario
+    from chaos.env import POOL
+    from supervisor.harness import start_node
+
+    pools = {"mine": POOL, "plain": {"handler": "workers.examples:echo", "size": 2}}
+    with start_node(tmp_path / "node", pools=pools, node="shared", supervisor={"max_restarts": 100, "max_seconds": 10}) as node:
+        for _ in range(2):  # the second run must not count the first one's tasks
+            result, setup = run_scenario("kill-workers", url=node.url, pool="mine", node="shared", duration=2.0, rate=100.0, seed=1)
+            assert setup == {"existing": node.url, "pool": "mine", "node": "shared"}
+            assert result.windows and result.report.attempted == result.report.completed == 200
+            assert result.report.valid and result.report.duplicates_processed == 0, result.lines()
+        # A handler that keeps no count: valid, with the effects check skipped and the reason given.
+        result, _ = run_scenario("client-link-faults", url=node.url, pool="plain", duration=2.0, rate=100.0, seed=2)
+        assert result.report.valid and result.report.duplicates_processed is None, result.lines()
+        assert any("ctx.state['count']" in note for note in result.notes)
+        with pytest.raises(Exception, match="needs a cluster and node of its own"):
+            run_scenario("kill-nats-leader", url=node.url, pool="mine")
