@@ -155,14 +155,12 @@ def operator(public_key: str) -> Permissions:
             "$SRV.>", "foundation.control.>", "foundation.registry.query",
             f"{JS_API}.INFO", f"{JS_API}.STREAM.NAMES", f"{JS_API}.STREAM.LIST", f"{JS_API}.STREAM.INFO.*",
             f"{JS_API}.CONSUMER.NAMES.*", f"{JS_API}.CONSUMER.LIST.*", f"{JS_API}.CONSUMER.INFO.*.*", *reads,
-            # `vars propose`: the consensus round among stakeholders, then the agreed value.
-            # (proposals and decisions only: a vote goes on its voter's own subject)
-            "coord.consensus.*.*.propose", "coord.consensus.*.*.decision", f"$KV.{CONSENSUS_BUCKET}.>", "coord.bft.>", f"$KV.{subjects.VARIABLES_BUCKET}.>",
+            # `vars propose` is a control request: a node runs the vote and writes the value.
+            "coord.bft.>",
             "coord.cnp.*.*.cfp",  # `market auction` (answers reach it on the subjects of the bidders)
             subjects.METRICS_ROUNDS,  # the rounds of those two, for a node to count
             "_INBOX.>",
         ),
         subscribe=(">",),
-        deny_publish=(*_ADMIN, *_FORGERY, "coord.bft.*._control.>", *_TASK_FLOW,
-                      f"$KV.{subjects.REGISTRY_BUCKET}.>", f"$KV.{subjects.AGENT_STATE_BUCKET}.>"),
+        deny_publish=(*_ADMIN, *_FORGERY, "coord.bft.*._control.>", *_TASK_FLOW, *_STATE, "coord.consensus.>"),
     )

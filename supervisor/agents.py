@@ -34,20 +34,24 @@ from nats.aio.client import Client
 from broker import jetstream
 from config.errors import ConfigError, FoundationError
 from config.schema import Config
-from protocols.consensus import decision_bucket
+from protocols.consensus import decision_bucket, registry_finder
 from protocols.quota import Budget, open_quota_service
 from protocols.registry import Registry, open_registry, query_endpoint
 from protocols.variables import (
+    Change,
     ChangeRequest,
+    ConsensusApproval,
     ParameterSpace,
     VariableStore,
     VariableValidationError,
     Verdict,
+    load_space,
     open_variables_bucket,
 )
 
 log = logging.getLogger("foundation.node.agents")
 
+STAKE_CAPABILITY = "variables"  # agents with this capability vote on variable changes
 STOP_TIMEOUT = 10.0  # seconds for the node's services to close
 UNREGISTER_TIMEOUT = 5.0  # seconds an exited worker's removal may take before the TTL is left to do it
 
@@ -64,6 +68,25 @@ def parse_variables(tables: dict[str, dict[str, Any]]) -> ParameterSpace:
         except (VariableValidationError, TypeError, ValueError) as exc:  # e.g. low = "x": compared with a number
             raise ConfigError(f"variables.{name}", str(exc)) from None
     return ParameterSpace.from_dict(tables)
+
+
+async def propose_variable(nc: Client, registry: Any, name: str, value: Any, *, proposer: str, reason: str = "",
+                           deadline: float = 2.0) -> Change:
+    """Put a change of variable ``name`` to the vote of its stakeholders and apply it if accepted.
+
+    The node's ``propose`` control endpoint runs it (with ``[auth]`` only
+    nodes may write the ``variables`` bucket, so an operator cannot skip the
+    vote); without ``[auth]`` the CLI runs it itself.
+
+    Raises:
+        VariableValidationError: the value is outside the declared space.
+        ChangeRejectedError: the stakeholders did not accept it.
+        VariableConflictError: another change landed first.
+    """
+    kv = await open_variables_bucket(jetstream(nc))
+    space = await load_space(kv)
+    approval = ConsensusApproval(nc, capability=STAKE_CAPABILITY, finder=registry_finder(registry), deadline=deadline)
+    return await VariableStore(kv, space, approval).propose(name, value, proposer=proposer, reason=reason)
 
 
 class _DeclareOnly:

@@ -13,6 +13,8 @@ restart   ``{"pool"}`` or ``{"slot"}``     ``{"restarted": [slots]}`` — one at
                                            a time, each drained first (rolling)
 drain     ``{"pool"}`` or ``{}`` (node)    ``{"drained": {pool: {slot: how}}}``
 resume    ``{"pool"}`` or ``{}`` (node)    ``{"resumed": {pool: [slots]}}``
+propose   ``{"name", "value", "reason",    ``{"name", "value", "version"}`` — the
+          "proposer", "deadline"}``        stakeholders vote; the node writes it
 ========  ===============================  =====================================
 
 **Drain**: every worker of the pool (or of every pool of the node) stops
@@ -34,6 +36,8 @@ import psutil
 
 from broker import jetstream, subjects
 from supervisor import metrics
+from protocols.variables import ChangeRejectedError, VariableConflictError, VariableValidationError
+from supervisor.agents import propose_variable
 from supervisor.control import ControlError, Handler
 from supervisor.pool import PoolDrainedError, PoolSupervisor
 
@@ -53,7 +57,7 @@ class NodeControl:
 
     def endpoints(self) -> dict[str, Handler]:
         handlers = {"status": self.status, "scale": self.scale, "restart": self.restart,
-                    "drain": self.drain, "resume": self.resume}
+                    "drain": self.drain, "resume": self.resume, "propose": self.propose}
         return {name: _strict(name, fn) for name, fn in handlers.items()}
 
     def _pool(self, name: Any) -> PoolSupervisor:
@@ -106,6 +110,29 @@ class NodeControl:
         results = await asyncio.gather(*(p.drain("drain requested") for p in pools))
         return {"drained": {p.pool.name: {slot: info.describe() for slot, info in r.items()} for p, r in zip(pools, results, strict=True)}}
 
+    async def propose(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``vars propose`` through the node: the stakeholders vote, the node writes the agreed value."""
+        name, deadline = args.get("name"), args.get("deadline", 2.0)
+        if not isinstance(name, str) or "value" not in args:
+            raise ControlError('propose takes {"name": ..., "value": ...}')
+        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not 0 < deadline <= 60:
+            raise ControlError(f"deadline must be a number of seconds in (0, 60], got {deadline!r}")
+        registry = self.node.agents.registry
+        if registry is None:
+            raise ControlError("the node's registry is not running yet", 503)
+        try:
+            change = await propose_variable(
+                self.node.nc, registry, name, args["value"], deadline=float(deadline),
+                proposer=str(args.get("proposer", ""))[:200], reason=str(args.get("reason", ""))[:1000],
+            )
+        except VariableValidationError as exc:
+            raise ControlError(f"rejected: {exc}", 422) from None
+        except ChangeRejectedError as exc:
+            raise ControlError(f"not accepted: {exc.verdict.reason}", 409) from None
+        except VariableConflictError:
+            raise ControlError("another change landed first; read the new value and propose again", 409) from None
+        return {"name": name, "value": change.value, "version": change.version}
+
     async def resume(self, args: dict[str, Any]) -> dict[str, Any]:
         resumed = {}
         for pool in self._pools(args):
@@ -116,7 +143,7 @@ class NodeControl:
 # The keys each request may carry: a request with any other key is refused,
 # never read as the empty request (which, for drain, means every pool).
 _ARGS = {"status": set(), "scale": {"pool", "size"}, "restart": {"pool", "slot"}, "drain": {"pool"},
-         "resume": {"pool"}}
+         "resume": {"pool"}, "propose": {"name", "value", "reason", "proposer", "deadline"}}
 
 
 def _strict(name: str, fn: Handler) -> Handler:

@@ -11,21 +11,19 @@ import orjson
 
 from broker import jetstream
 from config.errors import FoundationError
-from protocols.consensus import registry_finder
 from protocols.metrics import forward as forward_rounds
 from protocols.registry import open_registry
 from protocols.variables import (
     ChangeRejectedError,
-    ConsensusApproval,
     VariableConflictError,
     VariableStore,
     VariableValidationError,
     load_space,
     open_variables_bucket,
 )
+from supervisor.agents import propose_variable
 from supervisor.cli.common import add_client_options, connect_client, load
-
-STAKE_CAPABILITY = "variables"  # agents with this capability vote on changes
+from supervisor.control import request
 
 
 def register(sub: Any) -> None:
@@ -43,6 +41,8 @@ def register(sub: Any) -> None:
     prop.add_argument("value", help="a JSON value: 0.01, 64, '\"adam\"', true")
     prop.add_argument("--reason", default="")
     prop.add_argument("--deadline", type=float, default=2.0, help="seconds the stakeholders have to vote")
+    prop.add_argument("--node", help="with [auth] enabled, the node that runs the vote and writes the value "
+                      "(default: this host's node name)")
     add_client_options(prop)
     prop.set_defaults(func=lambda a: _run(a, _propose))
 
@@ -93,12 +93,18 @@ async def _propose(nc: Any, kv: Any, args: argparse.Namespace) -> int:
         value = orjson.loads(args.value)
     except orjson.JSONDecodeError:
         raise FoundationError(f"value must be JSON (quote strings: '\"{args.value}\"')") from None
-    space = await load_space(kv)
+    proposer = f"cli@{socket.gethostname()}"
+    cfg = load(args)
+    if cfg.auth.enabled:
+        # Only nodes may write the variables bucket: a node runs the vote and applies the change.
+        body = {"name": args.name, "value": value, "reason": args.reason, "proposer": proposer, "deadline": args.deadline}
+        reply = await request(nc, args.node or cfg.node.name, "propose", body, timeout=args.deadline + 15)
+        print(f"{args.name} = {orjson.dumps(reply['value']).decode()} (accepted)")
+        return 0
     async with open_registry(nc) as registry:
-        approval = ConsensusApproval(nc, capability=STAKE_CAPABILITY, finder=registry_finder(registry), deadline=args.deadline)
-        store = VariableStore(kv, space, approval)
         try:
-            change = await store.propose(args.name, value, proposer=f"cli@{socket.gethostname()}", reason=args.reason)
+            change = await propose_variable(nc, registry, args.name, value, proposer=proposer, reason=args.reason,
+                                            deadline=args.deadline)
         except VariableValidationError as exc:
             raise FoundationError(f"rejected: {exc}") from None
         except ChangeRejectedError as exc:

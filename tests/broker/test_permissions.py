@@ -214,7 +214,6 @@ async def test_operator_controls_and_reads_but_forges_nothing(conns: dict[str, C
     await control.unsubscribe()
     js = jetstream(operator.nc)
     assert (await js.stream_info(subjects.TASKS_STREAM)).config.name == subjects.TASKS_STREAM
-    await (await js.key_value(subjects.VARIABLES_BUCKET)).put("lr", b"0.2")  # `vars propose`, after the vote
     rounds = await node.nc.subscribe(subjects.METRICS_ROUNDS)
     await settled(node.nc)
     await operator.nc.publish(subjects.METRICS_ROUNDS, b"[]")  # its rounds, for a node's metrics
@@ -226,6 +225,7 @@ async def test_operator_controls_and_reads_but_forges_nothing(conns: dict[str, C
         "$JS.API.STREAM.DELETE.TASKS", "$JS.API.STREAM.PURGE.TASKS", "$JS.API.CONSUMER.DELETE.TASKS.pool-echo",
         "$JS.API.CONSUMER.CREATE.TASKS", "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.TASKS.pool-echo",
         "coord.bft.variables._control.p0", f"coord.consensus.g.s1.vote.{ME}", f"coord.cnp.echo.c1.reply.{ME}",
+        "$KV.variables.value.lr", "coord.consensus.variables.s1.propose",  # a variable changes only by a node's vote
     ):
         assert await operator.refused_publish(subject), subject
 

@@ -94,9 +94,12 @@ async def test_the_whole_pipeline_runs_with_each_process_under_its_role(auth_nod
         assert sorted(e["id"] for e in json.loads(listed.stdout)["entries"]) == [
             f"{NODE}.bid.0", f"{NODE}.bid.1", f"{NODE}.echo.0", f"{NODE}.echo.1"]
 
-        # A variables vote: the operator proposes, the workers vote under their identities.
+        # A variables vote: the operator asks the node, the workers vote under their identities,
+        # the node writes the value (the operator itself may not write the bucket).
         proposed = cli(config, "vars", "propose", "lr", "0.5", "--url", url)
         assert proposed.returncode == 0, proposed.stdout + proposed.stderr
+        outside = cli(config, "vars", "propose", "lr", "5.0", "--url", url)
+        assert outside.returncode != 0 and "rejected" in outside.stderr, outside.stderr
         variables = await jetstream(operator).key_value(subjects.VARIABLES_BUCKET)
         assert decode((await variables.get("value.lr")).value)["value"] == 0.5
 
