@@ -98,6 +98,12 @@ def run_scenario(args: argparse.Namespace) -> int:
         return EXIT_SKIPPED
     except ChaosError as exc:
         raise SystemExit(f"foundation chaos run {args.name}: {exc}") from exc
+    if "servers" in setup:
+        print(f"cluster: {setup['servers']} nats-servers, streams and buckets R{setup['replicas']}"
+              + (", each server in its own network namespace" if setup["partitions_in_namespaces"] else "")
+              + (", node and workload through toxiproxy" if setup["client_proxies"] else ""))
+    else:
+        print(f"existing deployment {setup['existing']}, pool {setup['pool']}")
     for line in result.lines():
         print(line)
     if args.report:

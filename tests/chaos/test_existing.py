@@ -31,6 +31,18 @@ async def test_missing_pool_is_an_error_at_once(nats_url: str) -> None:
         )
 
 
+async def test_kill_workers_command_reports_a_missing_pool_at_once(nats_url: str) -> None:
+    from chaos import kill_workers
+
+    nc = await connect(nats_url, name="test")
+    try:
+        await declare_streams(jetstream(nc), NatsConfig())
+    finally:
+        await nc.close()
+    with pytest.raises(ChaosError, match="no pool 'nobody'"):
+        await asyncio.wait_for(kill_workers(nats_url, "n", "nobody", tasks=10, kills=1), 30)
+
+
 def test_handler_without_a_count_is_not_an_invalid_verdict() -> None:
     history = History([PublishRecord("t1", ACKED), PublishRecord("t2", ACKED)])
     seen = Observation(results=[("t1", {"ok": True, "worker": "p.0"}), ("t2", {"ok": True, "worker": "p.1"})],
