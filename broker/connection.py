@@ -22,6 +22,29 @@ class NatsUnavailableError(BrokerError):
     """NATS could not be reached."""
 
 
+class BrokerUnavailableError(BrokerError):
+    """A NATS call failed in a way that may succeed once NATS is back (timeout,
+    reconnecting, no stream answered): retry it."""
+
+
+class BrokerClosedError(BrokerError):
+    """The NATS connection is closed for good: nothing more can be sent."""
+
+
+def translated(exc: BaseException, doing: str) -> BrokerError:
+    """The :class:`BrokerError` for a nats-py error met while ``doing`` something."""
+    if isinstance(exc, BrokerError):
+        return exc
+    what = f"{doing}: {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
+    if isinstance(exc, (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError)):
+        return BrokerClosedError(what)
+    from broker.retry import is_transient  # it builds on this module
+
+    if is_transient(exc):
+        return BrokerUnavailableError(what)
+    return BrokerError(what)
+
+
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,
@@ -30,6 +53,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     nats.errors.OutboundBufferLimitError,
     nats.js.errors.ServiceUnavailableError,  # 503: no leader for the stream just now (a cluster electing one)
     asyncio.TimeoutError,
+    BrokerUnavailableError,
 )
 """Errors after which a NATS call may succeed if retried once NATS is back."""
 

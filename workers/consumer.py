@@ -1,21 +1,31 @@
-"""The consume loop of one worker: fetch, handle, store the outcome, ack.
+"""The consume loop of one worker: the life of a delivery, from fetch to settle.
 
-Order per task (the delivery guarantee rests on it):
+1. **Fetch** up to the free slots from the pool's work queue
+   (:class:`broker.WorkQueue`); each message becomes a
+   :class:`~workers.delivery.Delivery` with a *lease* (how long it is
+   certainly ours) and is kept alive by heartbeats while held
+   (:mod:`workers.inflight`).
+2. **Run the chain** (:mod:`workers.middleware`): metrics, *settling*,
+   dead-lettering and retries, suspect isolation, the quota gate, the state
+   transaction, time limits, then the handler — or the market step. The
+   links below settling answer with an :class:`~workers.delivery.Outcome`.
+3. **Settle** (the consume loop's own link, :meth:`Worker._settling`), as
+   the outcome says: store its result body (retried until stored) *then*
+   ack — confirmed, or else the message deleted, for a stateful task —; or
+   nak with a delay; or leave it (its delivery may be another worker's
+   now). A crash anywhere before the ack means a redelivery, never a loss.
+   The middleware given to the worker (metrics) see the settled outcome.
 
-1. decode the body; a body that is not JSON or is too large is dead-lettered
-   at once (retrying cannot fix it);
-2. a redelivered task is journaled first (:mod:`workers.journal`), so that
-   if it kills the worker its dead letter can say how;
-3. run the handler, under the pool's time limits (:mod:`workers.timelimits`),
-   with heartbeats keeping the delivery alive (:mod:`workers.inflight`);
-4. on success, for a stateful agent, record and commit the state
-   (:mod:`workers.state`); then store the result (``Nats-Msg-Id`` = task id)
-   and wait for its PubAck, *then* ack the task — a crash anywhere before the
-   ack means a redelivery, never a loss;
-5. on an exception nak with the pool's backoff, or, on the last allowed
-   attempt, dead-letter the original body with the reason, store an
-   ``ok: false`` result, then ack.
+An exception that escapes the links below settling is logged and the task
+naked for a retry; one raised by a middleware given to the worker before
+the task was settled, likewise; a task cancelled because the worker stops
+is handed back (nak). Nothing is lost either way.
 
+Stopping (``stop`` set, a recycle due, or the agent state failing for
+good): fetch no more, wait for the open pull request to end and take in
+what it delivered (a delivery counts as an attempt: naking it would waste
+one), let every task in hand reach its outcome (up to the pool's
+``shutdown``; then hand the rest back).
 Tasks whose worker dies on every attempt are dead-lettered through the
 server's advisory (:mod:`workers.deadletter`).
 """
@@ -24,39 +34,46 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager, nullcontext
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
-import nats.errors
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
-from broker import CodecError, decode, error_line, is_transient, jetstream, result_body, subjects
+from broker import Message, OutcomeStore, WorkQueue, jetstream
 from broker.retry import ELECTION_POLL
+from config.errors import BrokerError
 from config.schema import PoolConfig
-from workers.context import TaskContext
 from workers.deadletter import DeadLetters
-from workers.handler import Handler
-from workers.inflight import Delivery, InFlight
+from workers.delivery import ACK, ACK_CONFIRMED, NAK, Delivery, Outcome
+from workers.handler import Handler, HandlerCall
+from workers.inflight import InFlight
 from workers.journal import AttemptJournal
-from workers.middleware import Middleware, MiddlewareStack, Outcome, Task
-from workers.outcomes import OutcomeStore
+from workers.middleware import Gate, Link, Middleware, Next, chain
 from workers.recycle import HARD_TIME_LIMIT, RecyclePolicy
-from workers.state import AgentState, TaskAbandoned
-from workers.stateful import StatefulTasks
-from workers.statestore import StateError, StateStore
-from workers.suspects import Suspects
-from workers.timelimits import HardTimeLimitExceeded, run_limited
+from workers.retries import DeadLettering
+from workers.stateful import StateTransaction
+from workers.statestore import StateError
+from workers.suspects import SuspectIsolation
+from workers.timelimits import TimeLimits
 
 log = logging.getLogger("foundation.worker")
 
 STOPPED = "stopped"
 
 
-class Worker(StatefulTasks):
+class Step(Protocol):
+    """The last link of the chain, with its own start and stop."""
+
+    async def __call__(self, d: Delivery, call_next: None = None) -> Outcome: ...
+
+    async def start(self) -> None: ...
+
+    def stopping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Worker:
     """Consumes one pool's tasks in this process.
 
     Args:
@@ -65,20 +82,22 @@ class Worker(StatefulTasks):
         nc: a connected NATS client (the worker does not close it).
         handler: the pool's handler.
         node: the node name; with the slot it names the agent's state key.
-        middleware: lifecycle hooks (metrics, …).
+        middleware: the outermost links of the chain (metrics, …).
         state: the volatile ``ctx.state`` of a stateless pool.
-        gate: entered around each handler call (cluster-wide quotas, see
+        gate: entered around the rest of the chain (cluster-wide quotas, see
             :mod:`workers.agent`); it may wait, and a wait is not an attempt.
         variables: the live shared variables handlers see as ``ctx.variables``.
         fetch_timeout: seconds a fetch waits for work; bounds how long a stop
             request waits for the fetch in progress.
+        step: makes the last link from the bound worker (default: the
+            handler call; :func:`workers.market.market_step` for a market pool).
     """
 
     def __init__(
         self,
         pool: PoolConfig,
         worker_id: str,
-        nc: Client,
+        nc: Any,
         handler: Handler,
         *,
         node: str = "local",
@@ -87,34 +106,38 @@ class Worker(StatefulTasks):
         fetch_timeout: float = 1.0,
         gate: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
         variables: Mapping[str, Any] | None = None,
+        step: Callable[[Worker], Step] | None = None,
     ) -> None:
         self.pool = pool
         self.worker_id = worker_id
         self.node = node
         self.nc = nc
-        self.js = jetstream(nc)
         self.handler = handler
-        self.hooks = MiddlewareStack(middleware or [])
-        self.stateful = pool.persist_state and handler.wants_ctx
+        self.middleware: list[Link] = list(middleware or [])
+        self.stateful = pool.persist_state and handler.wants_ctx and pool.dispatch != "market"
         self.state: dict[str, Any] = state if state is not None else {}
         self.fetch_timeout = fetch_timeout
-        self.gate = gate or nullcontext
+        self.gate = gate
         self.variables: Mapping[str, Any] = variables if variables is not None else {}
-        self.outcomes = OutcomeStore(nc, self.js, pool.name)
-        self.log = logging.getLogger(f"foundation.worker.{worker_id}")
+        self.outcomes = OutcomeStore(nc, None, pool.name)
         self.processed = 0
-        self.inflight = InFlight(nc, pool.ack_wait)
         self.recycle = RecyclePolicy(pool)
-        self.agent: AgentState | None = None
-        self.store: StateStore | None = None
+        self.queue: WorkQueue | None = None
+        self.inflight: InFlight | None = None
         self.journal: AttemptJournal | None = None
+        self.suspects: SuspectIsolation | None = None
+        self.transaction: StateTransaction | None = None
         self.dead: DeadLetters | None = None
-        self.suspects: Suspects | None = None
+        self.step: Step | None = None
         self.fatal: BaseException | None = None
+        self._make_step = step
+        self._chain: Next | None = None
         self._tasks: dict[asyncio.Task[None], Delivery] = {}
-        self._sub: Any = None
+        self._room = asyncio.Event()  # set when enough slots are free to fetch again
+        self._refill = max(1, min(pool.fetch_batch, pool.concurrency) // 2)
         self._last_fetch = (time.monotonic(), 0)
         self._fetch_retry = 0.0  # seconds to back off before the next fetch; grows while fetches fail
+        self._withdrawing: asyncio.Future[None] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -124,20 +147,38 @@ class Worker(StatefulTasks):
 
     async def bind(self) -> None:
         """Bind to the pool's consumer, restore the agent state, settle what a
-        previous incarnation left unsettled, start dead-lettering and
-        heartbeats. Returns once ready to fetch."""
-        self._sub = await self.js.pull_subscribe_bind(durable=subjects.consumer(self.pool.name), stream=subjects.TASKS_STREAM)
-        self.journal = await AttemptJournal.open(self.js)
-        self.suspects = Suspects(self.journal, self.pool, self.worker_id, self.node)
+        previous incarnation left unsettled, build the chain, start
+        dead-lettering and heartbeats. Returns once ready to fetch."""
+        pool = self.pool
+        self.queue = queue = await WorkQueue.bind(self.nc, pool.name)
+        self.inflight = InFlight(queue, pool.ack_wait)
+        self.journal = await AttemptJournal.open(jetstream(self.nc))
+        self.suspects = SuspectIsolation(self.journal, pool, self.worker_id, self.node, lambda: len(self._tasks),
+                                         self._quiesce)
         if self.stateful:
-            await self._open_state()
+            self.transaction = await StateTransaction.open(queue, pool, self.node, self.worker_id, self.outcomes)
+            self.state = self.transaction.agent.state
+        self.step = self._make_step(self) if self._make_step else HandlerCall(
+            self.handler, self.worker_id, self.state, self.variables)
+        limited = pool.time_limit or pool.hard_time_limit
+        self._chain = chain([
+            *self.middleware,
+            self._settling,
+            DeadLettering(pool, self.worker_id, self.node, self.outcomes, self.journal),
+            self.suspects,
+            Gate(self.gate) if self.gate is not None and self._make_step is None else None,
+            self.transaction,
+            TimeLimits(pool.time_limit, pool.hard_time_limit, lambda: self.stop_fetching(HARD_TIME_LIMIT))
+            if limited and self._make_step is None else None,
+        ], self.step)
         self.dead = DeadLetters(
-            self.nc, self.js, self.pool, self.worker_id, self.outcomes, self.journal,
-            find_applied=self._find_applied if self.stateful else None,
+            self.nc, jetstream(self.nc), pool, self.worker_id, self.outcomes, self.journal,
+            find_applied=self.transaction.find_applied if self.transaction is not None else None,
         )
         await self.dead.start()
         self.inflight.start()
-        self._last_fetch = (time.monotonic(), self.nc.stats["reconnects"])
+        await self.step.start()
+        self._last_fetch = (time.monotonic(), queue.reconnects)
 
     async def run(self, stop: asyncio.Event) -> str:
         """Consume until ``stop`` is set or a recycle is due, then finish every
@@ -151,66 +192,100 @@ class Worker(StatefulTasks):
             StateError: this agent's state can no longer be stored (another
                 process wrote it, or NATS closed).
         """
-        if self._sub is None:
+        if self.queue is None:
             await self.bind()
-        while not stop.is_set() and self.recycle.due() is None and self.fatal is None and not self.nc.is_closed:
-            free = self.recycle.budget(min(self.pool.concurrency - len(self._tasks), self.pool.fetch_batch))
-            if self._tasks and (free <= 0 or (self.suspects is not None and self.suspects.in_hand)):
-                # Full, or isolating a suspect: nothing new until it is done.
-                await asyncio.wait(set(self._tasks), timeout=self.fetch_timeout, return_when=asyncio.FIRST_COMPLETED)
-                continue
-            await self._fetch(free)
-        await self._shutdown()
+        assert self.queue is not None and self.suspects is not None and self.step is not None
+        watch = asyncio.create_task(self._on_stop(stop), name=f"stop {self.worker_id}")
+        try:
+            while not stop.is_set() and self.recycle.due() is None and self.fatal is None and not self.queue.is_closed:
+                free = self.recycle.budget(min(self.pool.concurrency - len(self._tasks), self.pool.fetch_batch))
+                if self._tasks and (free < self._refill or self.suspects.in_hand):
+                    # Full, or isolating a suspect: nothing new until tasks end.
+                    self._room.clear()
+                    try:
+                        await asyncio.wait_for(self._room.wait(), self.fetch_timeout)
+                    except asyncio.TimeoutError:
+                        pass
+                    continue
+                await self._fetch(free)
+            self.step.stopping()
+            await self._shutdown()
+        finally:
+            watch.cancel()
+            await self.step.close()
         if self.fatal is not None:
             raise self.fatal
         return self.recycle.reason or STOPPED
 
+    async def _on_stop(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        assert self.step is not None and self.queue is not None
+        self.step.stopping()
+
+    def stop_fetching(self, recycle: str) -> None:
+        """Recycle: fetch nothing more from now on (not even what an open request would bring)."""
+        self.recycle.request(recycle)
+        if self.queue is not None:
+            self._withdrawing = asyncio.ensure_future(self.queue.withdraw())
+
     async def _fetch(self, n: int) -> None:
-        leftovers = self._sub._sub._pending_queue.qsize()  # delivered to an earlier fetch, not taken yet
-        started, reconnects = time.monotonic(), self.nc.stats["reconnects"]
+        assert self.queue is not None
+        started, reconnects = time.monotonic(), self.queue.reconnects
         previous, self._last_fetch = self._last_fetch, (started, reconnects)
         try:
-            msgs = await self._sub.fetch(batch=n, timeout=self.fetch_timeout)
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
-            return
-        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
-            # NATS is away: keep the process, wait for the reconnect.
-            log.warning("%s: fetch failed (%s); waiting for NATS", self.worker_id, type(exc).__name__)
-            await self._wait_connected()
-            return
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
+            msgs, carried = await self.queue.fetch(n, self.fetch_timeout)
+        except BrokerError as exc:
+            if not self.queue.is_connected:
+                # NATS is away: keep the process, wait for the reconnect.
+                log.warning("%s: fetch failed (%s); waiting for NATS", self.worker_id, exc)
+                await self._wait_connected()
+                return
             # The consumer has no leader just now (its server died; the
             # cluster is electing another): the same fetch works once it has
             # one. Restarting the worker would not make that sooner.
             self._fetch_retry = min(max(self._fetch_retry * 2, 0.05), ELECTION_POLL)
-            log.warning("%s: fetch failed (%s); retrying in %.2fs", self.worker_id, type(exc).__name__, self._fetch_retry)
+            log.warning("%s: fetch failed (%s); retrying in %.2fs", self.worker_id, exc, self._fetch_retry)
             await asyncio.sleep(self._fetch_retry)
             return
         self._fetch_retry = 0.0
-        for i, msg in enumerate(msgs):
-            # A message left over from an earlier fetch may have been
-            # delivered as early as that fetch was sent: its lease starts there.
-            lease_start, lease_reconnects = previous if i < leftovers else (started, reconnects)
-            self.recycle.took(1)
-            d = self.inflight.add(msg, self._task_of(msg), lease_start, lease_reconnects)
+        # A message left over from an earlier fetch may have been delivered
+        # as early as that fetch was sent: its lease starts there.
+        self._take(msgs[:carried], previous)
+        self._take(msgs[carried:], (started, reconnects))
+
+    def _take(self, msgs: list[Message], lease: tuple[float, int]) -> None:
+        """Start a task for each message, with a lease from ``lease`` (fetch time, reconnects)."""
+        pool, tracker, tasks = self.pool.name, self.inflight, self._tasks
+        assert tracker is not None
+        for msg in msgs:
+            d = Delivery(msg, pool, lease[0], lease[1], tracker)
+            tracker.add(d)
             task = asyncio.create_task(self._process(d))
-            self._tasks[task] = d
+            tasks[task] = d
             task.add_done_callback(self._forget)
+        self.recycle.took(len(msgs))
+
+    async def _quiesce(self, *, withdraw: bool = True) -> None:
+        """Let nothing more arrive; take in what arrived and was not taken yet
+        (delivered, it counts as an attempt: handing it back would waste one)."""
+        assert self.queue is not None
+        await self.queue.quiesce(withdraw=withdraw)
+        self._take(self.queue.take_leftovers(), self._last_fetch)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(task, None)
-        if self.suspects is not None:
+        tasks = self._tasks
+        tasks.pop(task, None)
+        assert self.suspects is not None
+        if self.suspects.in_hand:
             self.suspects.notify()
-
-    def _others_in_hand(self) -> int:
-        """Tasks held besides the suspects (which wait for these to finish)."""
-        return len(self._tasks) - (self.suspects.in_hand if self.suspects is not None else 0)
+            self._room.set()
+        elif self.pool.concurrency - len(tasks) >= self._refill or not tasks:
+            self._room.set()
 
     async def _wait_connected(self) -> None:
         # nats-py exposes no per-call "reconnected" event; poll modestly.
-        while not self.nc.is_connected and not self.nc.is_closed:
+        assert self.queue is not None
+        while not self.queue.is_connected and not self.queue.is_closed:
             await asyncio.sleep(0.1)
 
     async def drain(self, timeout: float | None = None) -> None:
@@ -226,169 +301,98 @@ class Worker(StatefulTasks):
             now = time.monotonic()
             away_since = None if self.nc.is_connected else (away_since or now)
             if (deadline is not None and now >= deadline) or (away_since is not None and now - away_since >= 1.0):
-                self._abandon(list(self._tasks), "the worker is stopping and cannot finish it")
+                self._abandon(self._tasks.keys(), "the worker is stopping and cannot finish it")
                 if self._tasks:
                     await asyncio.wait(set(self._tasks), timeout=2.0)
                 return
             await asyncio.wait(set(self._tasks), timeout=0.1)
 
     async def _shutdown(self) -> None:
-        await self.drain(timeout=max(0.5, self.pool.shutdown - 1.0))
-        await self._hand_back_leftovers()
+        assert self.queue is not None and self.inflight is not None
+        deadline = time.monotonic() + max(0.5, self.pool.shutdown - 1.0)
+        if self.fatal is None:
+            # The open request runs its course (at most fetch_timeout): what
+            # it delivers is ours to finish.
+            await self._quiesce(withdraw=False)
+        await self.drain(timeout=max(0.0, deadline - time.monotonic()))
+        await self.queue.hand_back()
         if self.dead is not None:
             await self.dead.stop()
         await self.inflight.stop()
-        if self.agent is not None:
-            await self.agent.close()
-        if self.nc.is_connected:
+        if self.transaction is not None:
+            await self.transaction.agent.close()
+        if self.queue.is_connected:
             try:
-                await self.nc.flush(timeout=2)
-            except (nats.errors.Error, asyncio.TimeoutError) as exc:  # acks not flushed are redelivered
+                await self.queue.flush(timeout=2)
+            except BrokerError as exc:  # acks not flushed are redelivered
                 log.warning("%s: flush before exit failed: %s", self.worker_id, exc)
+        await self.queue.close()
 
-    async def _hand_back_leftovers(self) -> None:
-        """Nak messages delivered to a fetch but never taken, so they need not wait out ack_wait."""
-        queue = self._sub._sub._pending_queue
-        while not queue.empty():
-            msg = queue.get_nowait()
-            if msg.reply and msg.reply.startswith("$JS.ACK") and self.nc.is_connected:
-                try:
-                    await msg.nak()
-                except nats.errors.Error:
-                    return
-
-    def _abandon(self, tasks: list[asyncio.Task[None]], why: str) -> None:
-        for task in tasks:
+    def _abandon(self, tasks: Iterable[asyncio.Task[None]], why: str) -> None:
+        for task in list(tasks):
             d = self._tasks.get(task)
             if d is not None and not d.abandon_reason:
                 d.abandon_reason = why
             task.cancel()
 
-    # -- one task ------------------------------------------------------------
-
-    def _task_of(self, msg: Msg) -> Task:
-        md = msg.metadata
-        headers = dict(msg.headers or {})
-        return Task(
-            task_id=headers.get(subjects.MSG_ID) or subjects.default_task_id(md.sequence.stream),
-            pool=self.pool.name,
-            attempt=md.num_delivered,
-            stream_seq=md.sequence.stream,
-            headers=headers,
-            started=time.perf_counter(),
-        )
+    # -- one delivery ----------------------------------------------------------
 
     async def _process(self, d: Delivery) -> None:
-        task = d.task
-        self.hooks.before_task(task)
-        outcome: Outcome | None = None
+        assert self._chain is not None and self.inflight is not None
         try:
-            outcome = await self._handle(d)
+            await self._chain(d)
         except asyncio.CancelledError:
-            outcome = Outcome("abandoned")
-            if self.nc.is_connected:
-                try:
-                    await d.msg.nak()
-                except nats.errors.Error:
-                    pass
-            log.warning("%s: task %s handed back: %s", self.worker_id, task.task_id, d.abandon_reason or "cancelled")
-        except TaskAbandoned as exc:
-            # Its delivery may belong to another worker now: neither ack nor nak.
-            outcome = Outcome("abandoned", error=exc)
-            log.warning("%s: task %s abandoned: %s", self.worker_id, task.task_id, exc)
-        except StateError as exc:
-            self.fatal = exc
-            outcome = Outcome("abandoned", error=exc)
-        except Exception as exc:
+            pass  # handed back by the settling link
+        except BrokerError as exc:
             # Storing the outcome failed for good (connection closed): the
             # task stays unacked and will be redelivered.
-            log.error("%s: task %s left for redelivery: %s", self.worker_id, task.task_id, error_line(exc))
-            outcome = Outcome("retry", error=exc)
+            log.error("%s: task %s left for redelivery: %s", self.worker_id, d.task_id, exc)
+        except Exception:  # raised by a middleware given to the worker
+            log.exception("%s: a middleware failed on task %s", self.worker_id, d.task_id)
+            if not d.settled:
+                await self._settle(d, Outcome("retry", settle=NAK, delay=self.pool.backoff_for(d.attempt)))
         finally:
             self.inflight.remove(d)
-            if d.suspect and self.suspects is not None:
-                self.suspects.release()
-            self.hooks.after_task(task, outcome or Outcome("retry"))
 
-    def _context(self, task: Task, state: dict[str, Any]) -> TaskContext:
-        return TaskContext(
-            task_id=task.task_id, attempt=task.attempt, pool=task.pool, worker=self.worker_id,
-            state=state, log=self.log, headers=task.headers, variables=self.variables,
-        )
-
-    async def _call(self, payload: Any, ctx: TaskContext) -> Any:
-        async with self.gate():  # outside the time limits: waiting for the quota is not running
-            running = self.handler.start(payload, ctx)
-            return await run_limited(running, self.pool.time_limit, self.pool.hard_time_limit)
-
-    def _result(self, task: Task, seconds: float, result: Any) -> dict[str, Any]:
-        return result_body(
-            task_id=task.task_id, pool=task.pool, worker=self.worker_id, attempt=task.attempt,
-            duration_ms=seconds * 1000, result=result,
-        )
-
-    async def _handle(self, d: Delivery) -> Outcome:
-        msg, task = d.msg, d.task
+    async def _settling(self, d: Delivery, call_next: Next) -> Outcome:
+        """The link that settles: inside the middleware given to the worker, so
+        that they see the outcome once it is settled (stored and acked)."""
         try:
-            payload = decode(msg.data, self.pool.max_body_bytes)
-        except CodecError as exc:
-            await self._dead_letter(d, exc)
-            return Outcome("invalid", error=exc)
-        if task.attempt > 1 and self.suspects is not None:
-            await self.suspects.classify(d)
-        if d.suspect and self.suspects is not None:
-            async with self.suspects.isolated(d, self._others_in_hand):
-                return await self._handle_payload(d, payload)
-        return await self._handle_payload(d, payload)
+            outcome = await call_next(d)
+        except asyncio.CancelledError:
+            assert self.queue is not None
+            if self.queue.is_connected:
+                try:
+                    await self.queue.nak(d.msg)
+                except BrokerError:
+                    pass
+            log.warning("%s: task %s handed back: %s", self.worker_id, d.task_id, d.abandon_reason or "cancelled")
+            raise
+        except Exception as exc:  # not expected: the dead-lettering middleware turns failures into outcomes
+            log.exception("%s: task %s: the middleware chain failed; retrying it", self.worker_id, d.task_id)
+            outcome = Outcome("retry", error=exc, settle=NAK, delay=self.pool.backoff_for(d.attempt))
+        await self._settle(d, outcome)
+        return outcome
 
-    async def _handle_payload(self, d: Delivery, payload: Any) -> Outcome:
-        msg, task = d.msg, d.task
-        if self.agent is not None:
-            return await self._handle_stateful(d, payload)
-        t0 = time.perf_counter()
-        try:
-            result = await self._call(payload, self._context(task, self.state))
-        except HardTimeLimitExceeded as exc:
-            return await self._hard_limit(d, exc, time.perf_counter() - t0)
-        except Exception as exc:
-            return await self._failed(d, exc, time.perf_counter() - t0)
-        seconds = time.perf_counter() - t0
-        await self.outcomes.store_result(self._result(task, seconds, result), task.headers.get(subjects.REPLY_TO))
-        await msg.ack()
-        self.processed += 1
-        return Outcome("ok", result=result, handler_seconds=seconds)
-
-    async def _failed(self, d: Delivery, exc: BaseException, seconds: float) -> Outcome:
-        if d.task.attempt >= self.pool.max_deliver:
-            await self._dead_letter(d, exc)
-            return Outcome("exhausted", error=exc, handler_seconds=seconds)
-        if self.journal is not None:
-            # So the next attempt knows this one ended in an error, not a death.
-            task = d.task
-            await self.journal.failed(self.pool.name, task.stream_seq, error_line(exc), task_id=task.task_id,
-                                      attempt=task.attempt, worker=self.worker_id, node=self.node, pid=os.getpid())
-        await d.msg.nak(delay=self.pool.backoff_for(d.task.attempt))
-        return Outcome("retry", error=exc, handler_seconds=seconds)
-
-    async def _hard_limit(self, d: Delivery, exc: HardTimeLimitExceeded, seconds: float) -> Outcome:
-        """Give the task back (or dead-letter it on its last attempt) and recycle."""
-        task = d.task
-        self.recycle.request(HARD_TIME_LIMIT)
-        log.error("%s: task %s: %s", self.worker_id, task.task_id, exc)
-        if self.agent is not None:
-            # Tasks queued behind the stuck handler would wait forever.
-            self._abandon([t for t, other in self._tasks.items() if other is not d and not other.past_lock],
-                          "a handler before it is stuck")
-        return await self._failed(d, exc, seconds)
-
-    async def _dead_letter(self, d: Delivery, exc: BaseException) -> None:
-        task = d.task
-        error = error_line(exc)
-        await self.outcomes.dead_letter(d.msg.data, task_id=task.task_id, error=error, attempts=task.attempt)
-        body = result_body(
-            task_id=task.task_id, pool=task.pool, worker=self.worker_id, attempt=task.attempt,
-            duration_ms=(time.perf_counter() - task.started) * 1000, error=error,
-        )
-        await self.outcomes.store_result(body, task.headers.get(subjects.REPLY_TO))
-        await d.msg.ack()
-        self.log.warning("task %s dead-lettered after %d attempt(s): %s", task.task_id, task.attempt, error)
+    async def _settle(self, d: Delivery, outcome: Outcome) -> None:
+        """Store the outcome's result, then settle the message as it says."""
+        queue = self.queue
+        assert queue is not None
+        d.settled = True
+        if outcome.body is not None:
+            await self.outcomes.store_result(outcome.body, d.reply_to)
+        how = outcome.settle
+        if how == ACK:
+            await queue.ack(d.msg)
+        elif how == ACK_CONFIRMED:
+            await queue.ack_confirmed(d.msg, min(2.0, self.pool.ack_wait))
+        elif how == NAK:
+            await queue.nak(d.msg, outcome.delay)
+        elif isinstance(outcome.error, StateError):
+            self.fatal = outcome.error
+        else:
+            log.warning("%s: task %s abandoned: %s", self.worker_id, d.task_id, outcome.error)
+        if outcome.then is not None:
+            outcome.then()
+        if outcome.kind == "ok":
+            self.processed += 1

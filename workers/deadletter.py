@@ -40,11 +40,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from broker import decode, result_body, subjects
+from broker import OutcomeStore, decode, result_body, subjects
 from config.schema import PoolConfig
 from workers.journal import AttemptJournal
 from workers.metrics import TASKS_DEAD
-from workers.outcomes import OutcomeStore
 from workers.state import Applied
 from workers.statestore import TRANSIENT
 

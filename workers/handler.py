@@ -3,6 +3,10 @@
 A handler is ``handler(payload)`` or ``handler(payload, ctx)``, sync or async.
 Sync handlers run on a thread pool so they never block the event loop.
 
+:class:`HandlerCall` is the last link of a queue pool's middleware chain
+(:mod:`workers.middleware`): it builds the ``ctx``, runs the handler and
+turns its return value into the result body.
+
 A call can be *interrupted* (soft time limit): an async handler is cancelled,
 so ``CancelledError`` is raised where it awaits; a sync handler gets the
 exception raised asynchronously in its thread, at its next Python
@@ -15,12 +19,17 @@ import asyncio
 import ctypes
 import importlib
 import inspect
+import logging
 import threading
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from broker import result_body
 from config.errors import WorkerError
+from workers.context import TaskContext
+from workers.delivery import Delivery, Outcome
 
 
 class HandlerImportError(WorkerError):
@@ -143,3 +152,48 @@ class Running:
             self.future.cancel()
         else:
             self._thread.interrupt(exc_type)
+
+
+class HandlerCall:
+    """The last link of a queue pool's chain: run the handler on the delivery's payload.
+
+    Args:
+        handler: the pool's handler.
+        worker_id: the slot id (``ctx.worker`` and the result's ``worker``).
+        state: ``ctx.state`` (the agent's state dict of a stateful pool).
+        variables: ``ctx.variables``.
+    """
+
+    def __init__(self, handler: Handler, worker_id: str, state: dict[str, Any], variables: Mapping[str, Any]) -> None:
+        self.handler = handler
+        self.worker_id = worker_id
+        self.state = state
+        self.variables = variables
+        self.log = logging.getLogger(f"foundation.worker.{worker_id}")
+
+    async def start(self) -> None:
+        """Nothing to start (the market step has a contractor to start)."""
+
+    def stopping(self) -> None:
+        """Nothing to tell."""
+
+    async def close(self) -> None:
+        """Nothing to stop."""
+
+    async def __call__(self, d: Delivery, call_next: None = None) -> Outcome:
+        ctx = None
+        if self.handler.wants_ctx:
+            ctx = TaskContext(task_id=d.task_id, attempt=d.attempt, pool=d.pool, worker=self.worker_id,
+                              state=self.state, log=self.log, headers=d.headers, variables=self.variables)
+        t0 = time.perf_counter()
+        d.running = running = self.handler.start(d.payload, ctx)
+        try:
+            result = await running.future
+        except Exception as exc:
+            d.seconds = time.perf_counter() - t0
+            d.failure = exc
+            raise
+        d.seconds = seconds = time.perf_counter() - t0
+        body = result_body(task_id=d.task_id, pool=d.pool, worker=self.worker_id, attempt=d.attempt,
+                           duration_ms=seconds * 1000, result=result)
+        return Outcome("ok", result=result, handler_seconds=seconds, body=body)

@@ -20,51 +20,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
-from workers.middleware import Task
+from broker import WorkQueue
+from config.errors import BrokerError
+from workers.delivery import Delivery
 
 log = logging.getLogger("foundation.worker")
-
-
-@dataclass(eq=False)
-class Delivery:
-    """One delivery of a task to this worker."""
-
-    msg: Msg
-    task: Task
-    lease_start: float  # time.monotonic() when the fetch (or last confirmed heartbeat) was sent
-    reconnects: int  # the client's reconnect count when the lease started
-    tracker: "InFlight" = field(repr=False)
-    last_beat: float = 0.0
-    past_lock: bool = False  # a stateful task that is done with the agent lock
-    suspect: bool = False  # its last attempt died with its worker (workers.suspects)
-    abandon_reason: str = ""
-
-    def lease_remaining(self) -> float:
-        """Seconds the delivery is certainly still ours (<= 0: maybe not)."""
-        t = self.tracker
-        if t.nc.stats["reconnects"] != self.reconnects or not t.nc.is_connected:
-            return 0.0
-        return self.lease_start + t.ack_wait - t.margin - time.monotonic()
-
-    def lease_valid(self) -> bool:
-        return self.lease_remaining() > 0
 
 
 class InFlight:
     """Tracks deliveries and keeps them alive with heartbeats.
 
     Args:
-        nc: the worker's connection.
+        queue: the worker's work queue.
         ack_wait: the pool's ack wait, seconds.
     """
 
-    def __init__(self, nc: Client, ack_wait: float) -> None:
-        self.nc = nc
+    def __init__(self, queue: WorkQueue, ack_wait: float) -> None:
+        self.queue = queue
+        self.nc = queue.nc  # its reconnect count and state end leases
         self.ack_wait = ack_wait
         self.interval = ack_wait / 3
         # The commit that follows a lease check must land before the deadline.
@@ -72,10 +46,8 @@ class InFlight:
         self.deliveries: set[Delivery] = set()
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, msg: Msg, task: Task, fetched_at: float, reconnects: int) -> Delivery:
-        d = Delivery(msg, task, fetched_at, reconnects, self, last_beat=fetched_at)
+    def add(self, d: Delivery) -> None:
         self.deliveries.add(d)
-        return d
 
     def remove(self, d: Delivery) -> None:
         self.deliveries.discard(d)
@@ -96,16 +68,16 @@ class InFlight:
             await asyncio.sleep(self.interval / 2)
             now = time.monotonic()
             due = [d for d in self.deliveries if now - d.last_beat >= self.interval]
-            if not due or not self.nc.is_connected:
+            if not due or not self.queue.is_connected:
                 continue
-            reconnects = self.nc.stats["reconnects"]
+            reconnects = self.queue.reconnects
             try:
                 for d in due:
-                    await d.msg.in_progress()
+                    await self.queue.in_progress(d.msg)
                     d.last_beat = now
                 # The pong proves the server processed every heartbeat before it.
-                await self.nc.flush(timeout=self.margin)
-            except Exception as exc:  # NATS went away mid-beat; the next round retries
+                await self.queue.flush(timeout=self.margin)
+            except BrokerError as exc:  # NATS went away mid-beat; the next round retries
                 log.debug("heartbeat failed: %s", exc)
                 continue
             for d in due:

@@ -7,10 +7,10 @@ pool's live agents and the best proposal runs it.
 
 Roles. Every worker process of the pool is both:
 
-* a *dispatcher* (:class:`MarketWorker`, the consume loop of
-  :class:`~workers.consumer.Worker` with one step replaced): it fetches tasks
-  from the pool's consumer as usual and, instead of calling the handler,
-  runs :meth:`ContractNetInitiator.run <protocols.market.ContractNetInitiator.run>`
+* a *dispatcher* (:class:`MarketStep`, the last link of the consume loop's
+  chain in place of the handler call): it fetches tasks from the pool's
+  consumer as usual and, instead of calling the handler, runs
+  :meth:`ContractNetInitiator.run <protocols.market.ContractNetInitiator.run>`
   for each; and
 * a *contractor* (:class:`~workers.contractor.Contractor`): it bids on the
   pool's cfps from its load and cost, and runs the tasks it is awarded.
@@ -70,10 +70,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nats.aio.client import Client
-
 from broker import one_line, result_body
-from config.schema import PoolConfig
 from protocols.market import (
     AwardFailedError,
     BetaReputation,
@@ -86,15 +83,13 @@ from protocols.market import (
     reputation_weighted,
 )
 from protocols.registry import ACCEPTING, Registry
-from workers.consumer import Worker
-from workers.context import TaskContext
 from workers.contractor import Contractor, Offer
-from workers.handler import Handler
-from workers.middleware import Task
+from workers.delivery import Delivery, Outcome
 from workers.recycle import HARD_TIME_LIMIT
 
 if TYPE_CHECKING:
     from workers.agent import WorkerAgent
+    from workers.consumer import Worker
 
 REPLY_WITHIN = 0.5  # seconds agents have to bid; a round closes early once all addressed answered
 MAX_ROUNDS = 3  # offers of one delivery: the first and two re-offers
@@ -131,87 +126,87 @@ class Awarded:
         return cls(body, won.winner, won.winner, won.price, None)  # a participant that is not a Contractor
 
 
-class MarketWorker(Worker):
-    """A worker of a market pool: dispatches its fetched tasks by Contract Net and bids for the pool's tasks.
+class MarketStep:
+    """The last link of a market pool's chain: offer the task until an agent completes it.
+
+    It also runs the worker's :class:`~workers.contractor.Contractor` (bids
+    for the pool's tasks), started when the worker binds and stopped after
+    its last task. Build it with :func:`market_step`.
 
     Args:
-        pool: the pool's config (``dispatch = "market"``).
-        worker_id: the slot id.
-        nc: the worker's NATS connection.
-        handler: the pool's handler (run by the contractor).
+        worker: the bound worker (its pool, slot, state, quota gate, variables, recycle policy).
         agent_id: this agent's id in the registry and in Contract Net (default ``<node>.<slot>``).
         registry: returns the registry to find the pool's agents in, or None
             (then tasks are offered to this agent alone).
         reply_within: seconds agents have to bid.
         silence_timeout: seconds an awarded agent may stay silent (default: the pool's ``ack_wait``).
         max_rounds: offers per delivery.
-        **kwargs: passed to :class:`~workers.consumer.Worker` (node, middleware, gate, variables, …).
     """
 
     def __init__(
         self,
-        pool: PoolConfig,
-        worker_id: str,
-        nc: Client,
-        handler: Handler,
+        worker: Worker,
         *,
         agent_id: str | None = None,
         registry: Callable[[], Registry | None] | None = None,
         reply_within: float = REPLY_WITHIN,
         silence_timeout: float | None = None,
         max_rounds: int = MAX_ROUNDS,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(pool, worker_id, nc, handler, **kwargs)
-        self.stateful = False  # the winner runs the handler; the state machinery needs the acking process
-        self.agent_id = agent_id or f"{self.node}.{worker_id}"
+        pool = worker.pool
+        self.pool = pool
+        self.worker_id = worker.worker_id
+        self.agent_id = agent_id or f"{worker.node}.{worker.worker_id}"
         self.patience = pool.ack_wait
         self.reputation = BetaReputation()
         self._registry = registry
         self._stopped_at: float | None = None
         self.initiator = ContractNetInitiator(
-            nc, pool.name, participants=self._bidders, name=self.agent_id,
+            worker.nc, pool.name, participants=self._bidders, name=self.agent_id,
             scorer=reputation_weighted(self._reputation_of), reply_within=reply_within,
             silence_timeout=silence_timeout or pool.ack_wait, max_rounds=max_rounds, on_outcome=self._observe,
         )
         self.contractor = Contractor(
-            nc, pool, self.agent_id, handler, slot=worker_id, state=self.state, gate=self.gate,
-            variables=self.variables, on_hard_limit=lambda: self.recycle.request(HARD_TIME_LIMIT),
+            worker.nc, pool, self.agent_id, worker.handler, slot=worker.worker_id, state=worker.state,
+            gate=worker.gate, variables=worker.variables,
+            on_hard_limit=lambda: worker.stop_fetching(HARD_TIME_LIMIT),
         )
-
-    @classmethod
-    def for_agent(cls, agent: WorkerAgent) -> Callable[..., MarketWorker]:
-        """A constructor taking :class:`Worker`'s arguments, for the worker process of ``agent``:
-        its registry id and its registry (open once the agent started)."""
-        return functools.partial(cls, agent_id=agent.id, registry=lambda: agent.registry)
 
     # -- start and stop --------------------------------------------------------
 
-    async def bind(self) -> None:
-        """Bind to the pool's consumer, then start answering cfps (before the agent is listed)."""
-        await super().bind()
+    async def start(self) -> None:
+        """Start answering cfps (the worker binds before the agent is listed)."""
         await self.contractor.start()
 
-    async def run(self, stop: asyncio.Event) -> str:
-        """Dispatch until ``stop`` (see :meth:`Worker.run`), then give awarded work what is left of ``shutdown``."""
-        watch = asyncio.create_task(self._on_stop(stop), name=f"market stop {self.worker_id}")
-        try:
-            return await super().run(stop)
-        finally:
-            watch.cancel()
-            self.contractor.stopping = True
-            # After SIGTERM the supervisor kills at `shutdown`: finish what fits before that.
-            # A recycle has no such clock, but is bounded the same way.
-            budget = max(0.5, self.pool.shutdown - 1.5)
-            spent = time.monotonic() - self._stopped_at if self._stopped_at is not None else 0.0
-            await self.contractor.stop(drain=max(0.0, budget - spent))
-
-    async def _on_stop(self, stop: asyncio.Event) -> None:
-        await stop.wait()
-        self._stopped_at = time.monotonic()
+    def stopping(self) -> None:
+        """The worker was told to stop: refuse other dispatchers' cfps from now on."""
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
         self.contractor.stopping = True
 
+    async def close(self) -> None:
+        """After the worker's last task: give awarded work what is left of ``shutdown``."""
+        self.contractor.stopping = True
+        # After SIGTERM the supervisor kills at `shutdown`: finish what fits before that.
+        # A recycle has no such clock, but is bounded the same way.
+        budget = max(0.5, self.pool.shutdown - 1.5)
+        spent = time.monotonic() - self._stopped_at if self._stopped_at is not None else 0.0
+        await self.contractor.stop(drain=max(0.0, budget - spent))
+
     # -- dispatch ------------------------------------------------------------
+
+    async def __call__(self, d: Delivery, call_next: None = None) -> Outcome:
+        t0 = time.perf_counter()
+        try:
+            won = await self.offer(d.payload, d)
+        except Exception as exc:
+            d.failure = exc
+            raise
+        d.seconds = seconds = time.perf_counter() - t0
+        ms = won.duration_ms if won.duration_ms is not None else seconds * 1000
+        body = result_body(task_id=d.task_id, pool=d.pool, worker=won.worker, attempt=d.attempt,
+                           duration_ms=ms, result=won.value)
+        return Outcome("ok", result=won.value, handler_seconds=seconds, body=body)
 
     def _bidders(self) -> list[str]:
         registry = self._registry() if self._registry is not None else None
@@ -226,18 +221,18 @@ class MarketWorker(Worker):
     def _observe(self, agent: str, succeeded: bool) -> None:
         self.reputation.observe(agent, succeeded, time.monotonic())
 
-    async def _call(self, payload: Any, ctx: TaskContext) -> Awarded:
-        """Offer the task until an agent completes it (replaces the handler call of queue dispatch).
+    async def offer(self, payload: Any, d: Delivery) -> Awarded:
+        """Offer the task until an agent completes it.
 
         Raises:
             ContractNetError: no agent completed it; the message says what each round saw.
         """
-        offer = Offer(payload, ctx.attempt, dict(ctx.headers)).body()
+        offer = Offer(payload, d.attempt, dict(d.headers)).body()
         give_up = time.monotonic() + self.patience
         pause = _FIRST_PAUSE
         while True:
             try:
-                return Awarded.of(await self.initiator.run(offer, task_id=ctx.task_id))
+                return Awarded.of(await self.initiator.run(offer, task_id=d.task_id))
             except ContractNetError as exc:
                 if any(conv.winner for conv in exc.conversations):
                     raise _explained(exc) from exc  # an agent took the task and failed it: an attempt
@@ -248,14 +243,13 @@ class MarketWorker(Worker):
             await asyncio.sleep(pause)  # every agent was full: a slot frees up as their tasks end
             pause = min(pause * 2, _MAX_PAUSE)
 
-    def _result(self, task: Task, seconds: float, result: Any) -> dict[str, Any]:
-        if not isinstance(result, Awarded):
-            return super()._result(task, seconds, result)
-        ms = result.duration_ms if result.duration_ms is not None else seconds * 1000
-        return result_body(
-            task_id=task.task_id, pool=task.pool, worker=result.worker, attempt=task.attempt,
-            duration_ms=ms, result=result.value,
-        )
+
+def market_step(agent: WorkerAgent | None = None, **options: Any) -> Callable[[Worker], MarketStep]:
+    """The ``step`` argument of :class:`~workers.consumer.Worker` for a market pool:
+    with ``agent``, its registry id and its registry (open once the agent started)."""
+    if agent is not None:
+        options = {"agent_id": agent.id, "registry": lambda: agent.registry, **options}
+    return functools.partial(MarketStep, **options)
 
 
 def _explained(exc: ContractNetError, waited: str = "") -> ContractNetError:

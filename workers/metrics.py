@@ -1,15 +1,22 @@
-"""Worker-side Prometheus metrics, recorded as lifecycle middleware.
+"""Worker-side Prometheus metrics: the outermost middleware of the chain.
 
 In a supervised node ``PROMETHEUS_MULTIPROC_DIR`` is set before any process
 imports ``prometheus_client``, so every worker writes its own value files and
 the root supervisor's ``/metrics`` aggregates them.
+
+To add a metric of the task path: declare it here, bind its children per
+pool in :class:`PoolMetrics`, and record it in :meth:`PoolMetrics.record`
+(or around ``call_next`` in :meth:`MetricsMiddleware.__call__`).
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import Counter, Gauge, Histogram
 
-from workers.middleware import Middleware, Outcome, Task
+from workers.delivery import Delivery, Outcome
+from workers.middleware import Middleware, Next
 
 TASKS_PROCESSED = Counter("foundation_tasks_processed_total", "Tasks whose result was stored and acked.", ["pool"])
 TASKS_FAILED = Counter("foundation_tasks_failed_total", "Handler exceptions (each attempt counts).", ["pool"])
@@ -43,25 +50,54 @@ def declare(pool: str) -> None:
         TASKS_DEAD.labels(pool, reason)
 
 
+class PoolMetrics:
+    """The metric children of one pool, bound once."""
+
+    def __init__(self, pool: str) -> None:
+        self.in_flight = IN_FLIGHT.labels(pool)
+        self.seconds = TASK_SECONDS.labels(pool)
+        self.failed = TASKS_FAILED.labels(pool)
+        self.by_kind = {
+            "ok": TASKS_PROCESSED.labels(pool),
+            "duplicate": TASKS_DEDUPLICATED.labels(pool),
+            "abandoned": TASKS_ABANDONED.labels(pool),
+            "retry": TASKS_RETRIED.labels(pool),
+            "exhausted": TASKS_DEAD.labels(pool, "exhausted"),
+            "invalid": TASKS_DEAD.labels(pool, "invalid"),
+        }
+
+    def record(self, outcome: Outcome) -> None:
+        if outcome.handler_seconds is not None:
+            self.seconds.observe(outcome.handler_seconds)
+        if outcome.error is not None and outcome.kind in ("retry", "exhausted"):
+            self.failed.inc()
+        self.by_kind[outcome.kind].inc()
+
+
 class MetricsMiddleware(Middleware):
     """Counts outcomes and handler latency per pool."""
 
-    def before_task(self, task: Task) -> None:
-        IN_FLIGHT.labels(task.pool).inc()
+    def __init__(self) -> None:
+        self._pools: dict[str, PoolMetrics] = {}
 
-    def after_task(self, task: Task, outcome: Outcome) -> None:
-        IN_FLIGHT.labels(task.pool).dec()
-        if outcome.handler_seconds is not None:
-            TASK_SECONDS.labels(task.pool).observe(outcome.handler_seconds)
-        if outcome.error is not None and outcome.kind in ("retry", "exhausted"):
-            TASKS_FAILED.labels(task.pool).inc()
-        if outcome.kind == "ok":
-            TASKS_PROCESSED.labels(task.pool).inc()
-        elif outcome.kind == "duplicate":
-            TASKS_DEDUPLICATED.labels(task.pool).inc()
-        elif outcome.kind == "abandoned":
-            TASKS_ABANDONED.labels(task.pool).inc()
-        elif outcome.kind == "retry":
-            TASKS_RETRIED.labels(task.pool).inc()
-        else:
-            TASKS_DEAD.labels(task.pool, outcome.kind).inc()
+    def _of(self, pool: str) -> PoolMetrics:
+        m = self._pools.get(pool)
+        if m is None:
+            m = self._pools[pool] = PoolMetrics(pool)
+        return m
+
+    async def __call__(self, d: Delivery, call_next: Next) -> Outcome:
+        m = self._of(d.pool)
+        m.in_flight.inc()
+        try:
+            outcome = await call_next(d)
+        except asyncio.CancelledError:
+            m.record(Outcome("abandoned"))
+            raise
+        except Exception as exc:
+            m.record(Outcome("retry", error=exc))
+            raise
+        finally:
+            m.in_flight.dec()
+        m.record(outcome)
+        return outcome

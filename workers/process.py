@@ -84,7 +84,7 @@ async def _serve(spec: WorkerSpec, handler: Handler, channel: Any) -> int:
     # Imported here: prometheus_client must see PROMETHEUS_MULTIPROC_DIR, which
     # the supervisor sets before starting the fork server.
     from workers.agent import AgentStartError, WorkerAgent
-    from workers.market import MarketWorker
+    from workers.market import market_step
     from workers.metrics import MetricsMiddleware
 
     try:
@@ -99,9 +99,9 @@ async def _serve(spec: WorkerSpec, handler: Handler, channel: Any) -> int:
     log = logging.getLogger("foundation.worker")
     agent = WorkerAgent(nc, spec.pool, spec.worker_id, spec.node, handler, registry_ttl=spec.registry_ttl)
     try:
-        kind = MarketWorker.for_agent(agent) if spec.pool.dispatch == "market" else Worker  # workers.market
-        worker = kind(spec.pool, spec.worker_id, nc, handler, node=spec.node, middleware=[MetricsMiddleware()],
-                      gate=agent.gate, variables=agent.variables)
+        step = market_step(agent) if spec.pool.dispatch == "market" else None  # workers.market
+        worker = Worker(spec.pool, spec.worker_id, nc, handler, node=spec.node, middleware=[MetricsMiddleware()],
+                        gate=agent.gate, variables=agent.variables, step=step)
         await worker.bind()
         await agent.start(worker, stop)  # registry entry, variables, voters: before "ready"
         _report(channel, READY)

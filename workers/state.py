@@ -144,6 +144,11 @@ class AgentState:
                 self._committer.cancel()
                 log.warning("%s: state committer still busy after %.0fs; unsettled tasks stay in the outbox", self.key, timeout)
 
+    @property
+    def wedged(self) -> bool:
+        """A handler got stuck holding the lock (see :meth:`wedge`)."""
+        return self._wedged
+
     def wedge(self) -> None:
         """A handler is stuck holding the lock: never hand the dict out again.
 

@@ -14,18 +14,28 @@
     For a handler that ignores or cannot see the soft limit (blocked in C
     code, swallowing cancellation). Nothing inside the process can stop such
     a call, so the worker gives up on it: :class:`HardTimeLimitExceeded` is
-    raised to the consume loop, which hands the task back for a retry and
-    recycles the worker (:mod:`workers.consumer`).
+    raised up the chain — a failed attempt (retried, or dead-lettered on the
+    last) — and the worker is asked to recycle (:mod:`workers.recycle`).
+
+:class:`TimeLimits` is the middleware that applies them to the rest of the
+chain (the handler call next to it); :func:`run_limited` applies them to one
+:class:`~workers.handler.Running` call (the market contractor's).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from config.errors import WorkerError
+from workers.delivery import Delivery, Outcome
 from workers.handler import Running
+from workers.middleware import Next
+
+log = logging.getLogger("foundation.worker")
 
 
 class SoftTimeLimitExceeded(WorkerError, TimeoutError):
@@ -71,6 +81,66 @@ async def run_limited(call: Running, soft: float = 0.0, hard: float = 0.0) -> An
         if not fut.done() and not call.in_thread:
             fut.cancel()
         raise
+
+
+class TimeLimits:
+    """The pool's soft and hard time limits around the rest of the chain (a middleware).
+
+    Args:
+        soft, hard: seconds (0 disables a limit).
+        on_hard: called when the hard limit passes (the worker asks to recycle).
+    """
+
+    def __init__(self, soft: float, hard: float, on_hard: Callable[[], None]) -> None:
+        self.soft = soft
+        self.hard = hard
+        self.on_hard = on_hard
+
+    async def __call__(self, d: Delivery, call_next: Next) -> Outcome:
+        inner = asyncio.ensure_future(call_next(d))
+        t0 = time.monotonic()
+        interrupted = False
+        try:
+            if self.soft:
+                done, _ = await asyncio.wait({inner}, timeout=self.soft)
+                if not done and d.running is not None:
+                    d.running.interrupt(SoftTimeLimitExceeded)
+                    interrupted = True
+            if self.hard:
+                done, _ = await asyncio.wait({inner}, timeout=max(0.0, self.hard - (time.monotonic() - t0)))
+                if not done:
+                    inner.add_done_callback(_retrieve)  # it may end some day; nobody waits for it
+                    self.on_hard()
+                    log.error("task %s ran over the hard time limit of %gs; recycling after the work in hand",
+                              d.task_id, self.hard)
+                    raise self._failure(d, HardTimeLimitExceeded(
+                        f"the handler ran over its hard time limit of {self.hard:g}s; the worker is recycled"))
+            try:
+                return await inner
+            except asyncio.CancelledError:
+                if interrupted and not _cancelling():
+                    raise self._failure(d, SoftTimeLimitExceeded(
+                        f"the handler ran over its soft time limit of {self.soft:g}s")) from None
+                raise
+            except SoftTimeLimitExceeded:
+                raise self._failure(d, SoftTimeLimitExceeded(
+                    f"the handler ran over its soft time limit of {self.soft:g}s")) from None
+        except asyncio.CancelledError:
+            # We are being cancelled (the worker abandons its tasks): stop the handler too.
+            running = d.running
+            if not inner.done() and (running is None or not running.in_thread):
+                inner.cancel()
+            raise
+
+    @staticmethod
+    def _failure(d: Delivery, exc: BaseException) -> BaseException:
+        d.failure = exc  # a failure of the handler's, not of a middleware
+        return exc
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _cancelling() -> bool:

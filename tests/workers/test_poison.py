@@ -81,7 +81,7 @@ async def test_a_missed_advisory_is_caught_by_the_sweep(nc) -> None:
     from broker import declare_pool_consumer, declare_streams
     from config import NatsConfig, PoolConfig
     from workers import AttemptJournal, DeadLetters
-    from workers.outcomes import OutcomeStore
+    from broker import OutcomeStore
 
     js = jetstream(nc)
     pool = PoolConfig(name="s", handler="workers.examples:echo", ack_wait=0.3, max_deliver=2, backoff=(0.1,))
