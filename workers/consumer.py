@@ -150,34 +150,48 @@ class Worker:
         previous incarnation left unsettled, build the chain, start
         dead-lettering and heartbeats. Returns once ready to fetch."""
         pool = self.pool
-        self.queue = queue = await WorkQueue.bind(self.nc, pool.name)
-        self.inflight = InFlight(queue, pool.ack_wait)
-        self.journal = await AttemptJournal.open(jetstream(self.nc))
-        self.suspects = SuspectIsolation(self.journal, pool, self.worker_id, self.node, lambda: len(self._tasks),
-                                         self._quiesce)
+        queue = await WorkQueue.bind(self.nc, pool.name)
+        journal = await AttemptJournal.open(jetstream(self.nc))
+        transaction = None
         if self.stateful:
-            self.transaction = await StateTransaction.open(queue, pool, self.node, self.worker_id, self.outcomes)
-            self.state = self.transaction.agent.state
+            transaction = await StateTransaction.open(queue, pool, self.node, self.worker_id, self.outcomes)
+        self.assemble(queue, journal, transaction)
+        self.dead = DeadLetters(
+            self.nc, jetstream(self.nc), pool, self.worker_id, self.outcomes, self.journal,
+            find_applied=transaction.find_applied if transaction is not None else None,
+        )
+        await self.dead.start()
+        assert self.inflight is not None and self.step is not None
+        self.inflight.start()
+        await self.step.start()
+
+    def assemble(self, queue: WorkQueue, journal: AttemptJournal,
+                 transaction: StateTransaction | None = None) -> None:
+        """Build the chain on these broker-side parts (:meth:`bind` opens the
+        real ones; unit tests pass stubs)."""
+        pool = self.pool
+        self.queue = queue
+        self.inflight = InFlight(queue, pool.ack_wait)
+        self.journal = journal
+        self.suspects = SuspectIsolation(journal, pool, self.worker_id, self.node, lambda: len(self._tasks),
+                                         self._quiesce)
+        self.transaction = transaction
+        if transaction is not None:
+            self.state = transaction.agent.state
         self.step = self._make_step(self) if self._make_step else HandlerCall(
             self.handler, self.worker_id, self.state, self.variables)
+        queue_dispatch = self._make_step is None  # the market's contractors apply quota and limits themselves
         limited = pool.time_limit or pool.hard_time_limit
         self._chain = chain([
             *self.middleware,
             self._settling,
-            DeadLettering(pool, self.worker_id, self.node, self.outcomes, self.journal),
+            DeadLettering(pool, self.worker_id, self.node, self.outcomes, journal),
             self.suspects,
-            Gate(self.gate) if self.gate is not None and self._make_step is None else None,
-            self.transaction,
+            Gate(self.gate) if self.gate is not None and queue_dispatch else None,
+            transaction,
             TimeLimits(pool.time_limit, pool.hard_time_limit, lambda: self.stop_fetching(HARD_TIME_LIMIT))
-            if limited and self._make_step is None else None,
+            if limited and queue_dispatch else None,
         ], self.step)
-        self.dead = DeadLetters(
-            self.nc, jetstream(self.nc), pool, self.worker_id, self.outcomes, self.journal,
-            find_applied=self.transaction.find_applied if self.transaction is not None else None,
-        )
-        await self.dead.start()
-        self.inflight.start()
-        await self.step.start()
         self._last_fetch = (time.monotonic(), queue.reconnects)
 
     async def run(self, stop: asyncio.Event) -> str:
@@ -299,7 +313,7 @@ class Worker:
         away_since: float | None = None
         while self._tasks:
             now = time.monotonic()
-            away_since = None if self.nc.is_connected else (away_since or now)
+            away_since = None if self.queue is None or self.queue.is_connected else (away_since or now)
             if (deadline is not None and now >= deadline) or (away_since is not None and now - away_since >= 1.0):
                 self._abandon(self._tasks.keys(), "the worker is stopping and cannot finish it")
                 if self._tasks:
