@@ -240,7 +240,13 @@ async def serve_http(api: Api, reader: asyncio.StreamReader, writer: asyncio.Str
                 if ":" in line:
                     key, value = line.split(":", 1)
                     headers[key.strip().lower()] = value.strip()
-            length = int(headers.get("content-length", "0") or 0)
+            try:
+                length = int(headers.get("content-length", "0") or 0)
+            except ValueError:
+                length = -1
+            if length < 0 or "chunked" in headers.get("transfer-encoding", "").lower():
+                writer.write(render(400, _TEXT, b"400 Bad Request\n", close=True))
+                return
             if length > _MAX_BODY:
                 writer.write(render(413, _TEXT, b"413 Request Entity Too Large\n", close=True))
                 return

@@ -203,3 +203,15 @@ def call_version(url: str) -> str:
 
     with urllib.request.urlopen(f"{url}/version", timeout=10) as resp:
         return json.loads(resp.read())["version"]
+
+
+def test_malformed_requests_get_a_400_and_the_server_goes_on(server: ToxiproxyServer) -> None:
+    import socket
+
+    host, port = server.url.removeprefix("http://").split(":")
+    for raw in (b"GET /version HTTP/1.1\r\nContent-Length: x\r\n\r\n", b"NONSENSE\r\n\r\n",
+                b"POST /proxies HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"):
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(raw)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert call(server, "GET", "/version")[0] == 200
