@@ -130,6 +130,22 @@ class RegistryKeyDirectory:
         return dict(sorted(out.items()))
 
 
+def read_key_file(source: Mapping[str, Any] | str | Path) -> Mapping[str, Any]:
+    """The JSON object of a key file (or ``source`` itself when it is already one).
+
+    Raises:
+        MembershipError: the file cannot be read or holds no JSON object.
+    """
+    if isinstance(source, (str, Path)):
+        try:
+            source = orjson.loads(Path(source).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise MembershipError(f"cannot read the key file {str(source)!r}: {exc}") from exc
+    if not isinstance(source, Mapping):
+        raise MembershipError(f"a key directory must be a JSON object, got {type(source).__name__}")
+    return source
+
+
 def load_key_directory(source: Mapping[str, Any] | str | Path) -> StaticKeyDirectory:
     """A static directory from a keys file or a config-shaped mapping.
 
@@ -142,13 +158,7 @@ def load_key_directory(source: Mapping[str, Any] | str | Path) -> StaticKeyDirec
         MembershipError: the file cannot be read, or the mapping has neither shape.
         InvalidKeyError: a key is not an nkeys public key.
     """
-    if isinstance(source, (str, Path)):
-        try:
-            source = orjson.loads(Path(source).read_bytes())
-        except (OSError, orjson.JSONDecodeError) as exc:
-            raise MembershipError(f"cannot read the key file {str(source)!r}: {exc}") from exc
-    if not isinstance(source, Mapping):
-        raise MembershipError(f"a key directory must be a JSON object, got {type(source).__name__}")
+    source = read_key_file(source)
     keys: Any = source
     groups: Any = None
     if isinstance(source.get("keys"), Mapping):

@@ -28,12 +28,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from protocols.bft.errors import MembershipError
 from protocols.bft.keys import Signer, StaticKeyDirectory, verify
 from protocols.bft.messages import canonical
-from protocols.bft.registry_keys import load_key_directory
+from protocols.bft.registry_keys import load_key_directory, read_key_file
 
 _SIGNATURE_FIELDS = ("signed_by", "sig")
 
@@ -60,13 +58,7 @@ def load_signed_key_directory(source: Mapping[str, Any] | str | Path, trusted: I
     Raises:
         MembershipError: unreadable, unsigned, signed by an untrusted key, or the signature does not verify.
     """
-    if isinstance(source, (str, Path)):
-        try:
-            source = orjson.loads(Path(source).read_bytes())
-        except (OSError, orjson.JSONDecodeError) as exc:
-            raise MembershipError(f"cannot read the key file {str(source)!r}: {exc}") from exc
-    if not isinstance(source, Mapping):
-        raise MembershipError(f"a signed key file is a JSON object, got {type(source).__name__}")
+    source = read_key_file(source)
     signed_by = source.get("signed_by")
     if signed_by not in set(trusted):
         raise MembershipError(
