@@ -18,6 +18,7 @@ missing, for a scenario to skip with that reason.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import os
 import random
@@ -28,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from chaos.errors import ChaosError, NemesisUnavailable
 
 TABLE = "foundation_chaos"
+_LOCK = "/tmp/foundation-chaos-netns.lock"
 
 
 def unavailable() -> str:
@@ -73,10 +75,6 @@ class Network:
         self.members = list(members)
         self.tag = f"{os.getpid() % 10000:04d}{random.randrange(100):02d}"
         self.bridge = f"fcb{self.tag}"
-        self.subnet = self._pick_subnet()
-        hosts = list(self.subnet.hosts())
-        self.gateway = str(hosts[0])
-        self._addresses = {m: str(hosts[10 + i]) for i, m in enumerate(self.members)}
         self._made: list[str] = []
         self.partitioned: list[tuple[frozenset[str], frozenset[str]]] = []
 
@@ -105,9 +103,16 @@ class Network:
 
     def open(self) -> "Network":
         try:
-            _run("ip", "link", "add", self.bridge, "type", "bridge")
-            self._made.append(f"link:{self.bridge}")
-            _run("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+            # Two runs at once must not pick the same subnet: pick and claim it under a lock.
+            with open(_LOCK, "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                self.subnet = self._pick_subnet()
+                hosts = list(self.subnet.hosts())
+                self.gateway = str(hosts[0])
+                self._addresses = {m: str(hosts[10 + i]) for i, m in enumerate(self.members)}
+                _run("ip", "link", "add", self.bridge, "type", "bridge")
+                self._made.append(f"link:{self.bridge}")
+                _run("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
             _run("ip", "link", "set", self.bridge, "up")
             for i, member in enumerate(self.members):
                 ns, leg = self.namespace(member), f"fcv{self.tag}{i}"
