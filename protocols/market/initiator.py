@@ -29,6 +29,11 @@ Invariants (checked on the recorded conversations by :mod:`.invariants`):
 Deadlines are measured on the initiator's event-loop clock; the ``reply_by``
 sent in the cfp (epoch seconds) and ``reply_within`` only inform
 participants. Bidding closes early once every addressed participant answered.
+
+Bounded per conversation: at most :data:`MAX_RECORDS` records, and at most
+:data:`MAX_STRANGERS` unaddressed senders are remembered and rejected (so
+invariant 2 holds for those); answers from further unaddressed senders are
+dropped unanswered, so a flood cannot grow memory or be amplified.
 """
 
 from __future__ import annotations
@@ -194,6 +199,7 @@ class _Round:
         self.first_answer: dict[str, str] = {}
         self.inboxes: dict[str, str] = {}
         self.proposals: dict[str, m.Proposal] = {}
+        self.strangers = 0  # unaddressed senders remembered (at most MAX_STRANGERS)
         self.all_answered = asyncio.Event()
         self.winner: str | None = None
         self.price = 0.0
@@ -204,7 +210,8 @@ class _Round:
         return self.loop.time() - self.t0
 
     def record(self, direction: str, performative: str, peer: str, body: Any, note: str = "") -> None:
-        self.conv.records.append(m.Record(self.now(), direction, performative, peer, body, note))
+        if len(self.conv.records) < MAX_RECORDS:  # a flood of answers cannot grow the record without bound
+            self.conv.records.append(m.Record(self.now(), direction, performative, peer, body, note))
 
     async def reply(self, peer: str, performative: str, body: dict[str, Any], note: str = "") -> None:
         self.record("out", performative, peer, body, note)
@@ -325,6 +332,10 @@ class _Round:
         if sender in self.first_answer:
             self.record("in", performative, sender, body, note="duplicate")
             return
+        if sender not in self.addressed:
+            if self.strangers >= MAX_STRANGERS:
+                return  # answers from ever more unaddressed senders: not remembered, not answered
+            self.strangers += 1
         self.first_answer[sender] = performative
         late = self.closed or self.now() >= self.conv.deadline
         if performative == m.REFUSE:
@@ -346,6 +357,10 @@ class _Round:
                 self.proposals[sender] = m.Proposal(sender, float(price), body, self.now())
         if not late and self.addressed <= self.first_answer.keys():
             self.all_answered.set()
+
+
+MAX_RECORDS = 10_000  # messages recorded per conversation
+MAX_STRANGERS = 256  # unaddressed senders per conversation that are remembered and answered
 
 
 def _valid_price(price: Any) -> bool:

@@ -236,3 +236,33 @@ async def test_change_requests_are_clamped_and_instances_bounded(nats_url, nc) -
             await p.close()
         for c in conns:
             await c.close()
+
+
+async def test_a_flood_of_unaddressed_answers_is_bounded_for_the_initiator(nc) -> None:
+    from protocols.market.initiator import MAX_STRANGERS, ContractNetInitiator
+
+    flooded = asyncio.Event()
+    inbox = nc.new_inbox()
+
+    async def flood(msg) -> None:
+        headers = msg.headers or {}
+        cid, reply_to = headers[m.H_CONVERSATION], headers[m.H_REPLY_TO]
+        for i in range(3 * MAX_STRANGERS):
+            sender = f"s{i}"
+            await nc.publish(m.answer_subject(reply_to, sender), raw({"price": 0.0}), headers={
+                m.H_PERFORMATIVE: m.PROPOSE, m.H_CONVERSATION: cid, m.H_SENDER: sender, m.H_REPLY_TO: inbox})
+        await nc.flush()
+        flooded.set()
+
+    async def bid(cfp: m.CallForProposals) -> float:
+        await flooded.wait()  # the real bid comes after the flood
+        return 2.0
+
+    await nc.subscribe(m.cfp_wildcard("fl"), cb=flood)
+    async with ContractNetParticipant(nc, "fl", "a", bid=bid, perform=lambda cfp: "done"):
+        initiator = ContractNetInitiator(nc, "fl", participants=["a"], reply_within=5.0)
+        result = await initiator.run({"n": 1}, task_id="t1")
+    assert (result.winner, result.price) == ("a", 2.0)
+    (conv,) = result.conversations
+    rejected = [r for r in conv.sent(m.REJECT) if r.body.get("reason") == m.NOT_ADDRESSED]
+    assert len(rejected) == MAX_STRANGERS  # the rest are neither remembered nor answered
