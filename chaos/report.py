@@ -95,12 +95,12 @@ def plot(result: RunResult, path: Path) -> None:
 
     bins = series(result)
     t = [b["t"] + 0.5 for b in bins]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 7), sharex=True, gridspec_kw={"height_ratios": [1, 1]})
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(14, 7), sharex=True, gridspec_kw={"height_ratios": [1, 1]})
     top.plot(t, [b["acked"] for b in bins], label="publishes acked /s", color="tab:blue")
     top.plot(t, [b["results"] for b in bins], label="results /s", color="tab:green")
     top.plot(t, [b["unknown"] + b["failed"] for b in bins], label="publishes failed or unknown /s", color="tab:red")
     top.set_ylabel("tasks per second")
-    top.legend(loc="upper right", fontsize=8)
+    top.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8)
     ack = [(a, (a - s) * 1000) for s, a, o in result.publishes if o == ACKED]
     if ack:
         bottom.scatter([x for x, _ in ack], [y for _, y in ack], s=2, alpha=0.35, color="tab:blue", label="publish → ack")
@@ -110,7 +110,7 @@ def plot(result: RunResult, path: Path) -> None:
     bottom.set_yscale("log")
     bottom.set_ylabel("latency (ms)")
     bottom.set_xlabel("seconds since the workload began")
-    bottom.legend(loc="upper right", fontsize=8, markerscale=4)
+    bottom.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, markerscale=4)
     for i, w in enumerate(result.windows):
         for ax in (top, bottom):
             ax.axvspan(w.start, max(w.end, w.start + 0.05), color="tab:orange", alpha=0.25, lw=0)
