@@ -119,6 +119,7 @@ async def test_the_whole_pipeline_runs_with_each_process_under_its_role(auth_nod
     finally:
         await client.close()
         await operator.close()
+    assert node.stop() == 0  # the workers' and the node's shutdown too runs under their permissions
     log = (config.parent / "nats" / "nats-server.log").read_text()
     violations = [line for line in log.splitlines() if "Violation" in line and "foundation.control" not in line]
     assert not violations, "\n".join(violations)
