@@ -165,3 +165,12 @@ def test_a_user_and_password_identity_never_shows_the_password(tmp_path: Path) -
         (tmp_path / "pw").write_text("wrong\n")
         refused = cli(config, "status", "--url", server.url)
         assert refused.returncode != 0 and "refused this identity" in refused.stderr, refused.stderr
+
+
+def test_auth_enabled_without_auth_init_says_what_to_run(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "foundation.toml", pools={"echo": {"handler": "workers.examples:echo"}},
+                          auth={"enabled": True, "dir": str(tmp_path / "auth")})
+    proc = subprocess.run([FOUNDATION, "up", "--config", str(config)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "node.nk does not exist; run `foundation auth init`" in proc.stderr
