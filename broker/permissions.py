@@ -62,7 +62,7 @@ _STATE = (f"$KV.{subjects.REGISTRY_BUCKET}.>", f"$KV.{subjects.AGENT_STATE_BUCKE
 _BUCKETS = (subjects.REGISTRY_BUCKET, subjects.AGENT_STATE_BUCKET, subjects.VARIABLES_BUCKET)
 ATTEMPTS_BUCKET = subjects.ATTEMPTS_BUCKET
 EXITS_STREAM = subjects.EXITS_STREAM
-CONSENSUS_BUCKET = "consensus"  # decisions of consensus rounds, written by their proposer
+CONSENSUS_BUCKET = "consensus"  # decisions of consensus rounds, written by their proposer (a node)
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def operator(public_key: str) -> Permissions:
             # `vars propose` is a control request: a node runs the vote and writes the value.
             "coord.bft.>",
             "coord.cnp.*.*.cfp",  # `market auction` (answers reach it on the subjects of the bidders)
-            subjects.METRICS_ROUNDS,  # the rounds of those two, for a node to count
+            subjects.METRICS_ROUNDS,  # the rounds it runs (auctions), for a node to count
             "_INBOX.>",
         ),
         subscribe=(">",),
