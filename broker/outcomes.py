@@ -34,6 +34,7 @@ from broker.retry import ELECTION_POLL, is_transient
 log = logging.getLogger("foundation.broker.outcomes")
 
 PUBACK_TIMEOUT = 5.0  # seconds a stored publish waits for its PubAck before it counts as failed
+EXPIRY_CHECK = 0.25  # seconds between looks for answers that did not come in time
 
 
 class AckedPublisher:
@@ -69,8 +70,9 @@ class AckedPublisher:
             self._starting.set_result(None)
         await self._starting
 
-    async def publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
-        """Publish and wait for the stream's PubAck.
+    async def publish(self, subject: str, data: bytes, headers: dict[str, str] | None,
+                      timeout: float | None = None) -> None:
+        """Publish and wait for the stream's PubAck (or, for an ack, its confirmation).
 
         Raises:
             BrokerUnavailableError: no PubAck in time, or no stream answered.
@@ -82,11 +84,11 @@ class AckedPublisher:
         loop = asyncio.get_running_loop()
         token = str(next(self._tokens))
         future = loop.create_future()
-        self._waiting[token] = (future, loop.time() + self.timeout)
+        self._waiting[token] = (future, loop.time() + (timeout or self.timeout))
         try:
             await self.nc.publish(subject, data, reply=self._prefix + token, headers=headers)
             if self._timer is None:
-                self._timer = loop.call_later(self.timeout / 2, self._expire)
+                self._timer = loop.call_later(EXPIRY_CHECK, self._expire)
             await future
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise translated(exc, f"storing on {subject}") from exc
@@ -99,9 +101,12 @@ class AckedPublisher:
             return
         future = entry[0]
         data = msg.data
-        if not data:  # a status: 503, no stream stores this subject (or it is not up yet)
+        if not data:
             status = msg.headers.get("Status") if msg.headers else None
-            future.set_exception(BrokerUnavailableError(f"no stream answered the publish (status {status})"))
+            if status is None:
+                future.set_result(None)  # an empty answer: the confirmation of an ack
+            else:  # 503: no stream stores this subject (or it has no leader just now)
+                future.set_exception(BrokerUnavailableError(f"no stream answered the publish (status {status})"))
         elif b'"error"' in data:
             error = orjson.loads(data).get("error") or {}
             refusal = nats.js.errors.APIError.from_error(error)
@@ -117,12 +122,12 @@ class AckedPublisher:
         now = loop.time()
         for token, (future, deadline) in list(self._waiting.items()):
             if deadline > now:
-                break  # insertion order is deadline order
+                continue
             del self._waiting[token]
             if not future.done():
-                future.set_exception(BrokerUnavailableError(f"no PubAck within {self.timeout:g}s"))
+                future.set_exception(BrokerUnavailableError("no answer in time"))
         if self._waiting:
-            self._timer = loop.call_later(self.timeout / 2, self._expire)
+            self._timer = loop.call_later(EXPIRY_CHECK, self._expire)
 
 
 class OutcomeStore:

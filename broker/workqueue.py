@@ -36,6 +36,7 @@ from nats.aio.msg import Msg
 
 from broker import subjects
 from broker.connection import BrokerClosedError, BrokerUnavailableError, translated
+from broker.outcomes import AckedPublisher
 from config.errors import BrokerError
 
 log = logging.getLogger("foundation.broker.workqueue")
@@ -76,6 +77,7 @@ class WorkQueue:
         self._waiting: tuple[str, Any] | None = None  # the request that waits, and its own subscription
         self._unanswered = False  # a request of this fetch found no consumer to answer it
         self._js = nc.jetstream(timeout=5.0)
+        self._confirms = AckedPublisher(nc)
 
     @classmethod
     async def bind(cls, nc: Client, pool: str) -> WorkQueue:
@@ -283,12 +285,13 @@ class WorkQueue:
             raise translated(exc, "acking a task") from exc
 
     async def ack_confirmed(self, msg: Msg, timeout: float) -> None:
-        """Acknowledge and wait for the server's confirmation; unconfirmed, delete
-        the message from the stream instead (retried until NATS answers)."""
+        """Acknowledge and wait for the server's confirmation (``timeout``); unconfirmed,
+        delete the message from the stream instead (retried until NATS answers)."""
         try:
-            await msg.ack_sync(timeout=timeout)
+            # Confirmations are awaited together, like PubAcks.
+            await self._confirms.publish(msg.reply, b"+ACK", None, timeout)
             return
-        except (nats.errors.Error, asyncio.TimeoutError):
+        except BrokerError:
             pass
         delay = 0.05
         while True:

@@ -40,3 +40,8 @@ def count(payload: Any, ctx: TaskContext) -> dict[str, Any]:
     """Count tasks in the agent's state: ``ctx.state`` survives restarts."""
     ctx.state["count"] = ctx.state.get("count", 0) + 1
     return {"worker": ctx.worker, "count": ctx.state["count"]}
+
+
+async def aecho(payload: Any) -> Any:
+    """Return the payload unchanged (an async handler)."""
+    return payload

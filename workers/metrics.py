@@ -7,6 +7,13 @@ the root supervisor's ``/metrics`` aggregates them.
 To add a metric of the task path: declare it here, bind its children per
 pool in :class:`PoolMetrics`, and record it in :meth:`PoolMetrics.record`
 (or around ``call_next`` in :meth:`MetricsMiddleware.__call__`).
+
+Cost per task: every write to a multiprocess value takes a lock, checks the
+pid and writes the mmapped file, so the task path writes only what must
+survive a ``kill -9`` of the worker right after its ack (the outcome
+counter and the latency histogram), through children bound once per pool.
+The in-flight gauge is counted in a plain int and written every
+:data:`GAUGE_INTERVAL` seconds (a dead worker's gauges are dropped anyway).
 """
 
 from __future__ import annotations
@@ -50,11 +57,15 @@ def declare(pool: str) -> None:
         TASKS_DEAD.labels(pool, reason)
 
 
+GAUGE_INTERVAL = 0.5  # seconds between writes of the in-flight gauge
+
+
 class PoolMetrics:
     """The metric children of one pool, bound once."""
 
     def __init__(self, pool: str) -> None:
         self.in_flight = IN_FLIGHT.labels(pool)
+        self.holding = 0  # tasks in the chain now; written to in_flight on a timer
         self.seconds = TASK_SECONDS.labels(pool)
         self.failed = TASKS_FAILED.labels(pool)
         self.by_kind = {
@@ -79,6 +90,7 @@ class MetricsMiddleware(Middleware):
 
     def __init__(self) -> None:
         self._pools: dict[str, PoolMetrics] = {}
+        self._timer: asyncio.TimerHandle | None = None
 
     def _of(self, pool: str) -> PoolMetrics:
         m = self._pools.get(pool)
@@ -86,9 +98,16 @@ class MetricsMiddleware(Middleware):
             m = self._pools[pool] = PoolMetrics(pool)
         return m
 
+    def _write_gauges(self) -> None:
+        for m in self._pools.values():
+            m.in_flight.set(m.holding)
+        self._timer = asyncio.get_running_loop().call_later(GAUGE_INTERVAL, self._write_gauges)
+
     async def __call__(self, d: Delivery, call_next: Next) -> Outcome:
         m = self._of(d.pool)
-        m.in_flight.inc()
+        if self._timer is None:
+            self._write_gauges()
+        m.holding += 1
         try:
             outcome = await call_next(d)
         except asyncio.CancelledError:
@@ -98,6 +117,6 @@ class MetricsMiddleware(Middleware):
             m.record(Outcome("retry", error=exc))
             raise
         finally:
-            m.in_flight.dec()
+            m.holding -= 1
         m.record(outcome)
         return outcome
