@@ -27,11 +27,12 @@ from nats.aio.client import Client
 from broker import codec
 from protocols.quota.errors import QuotaTimeoutError, QuotaUnavailableError
 from protocols.quota.metrics import BREACHES
-from protocols.quota.wire import QuotaRequest, request_subject
+from protocols.quota.wire import QuotaRequest, reply_count, reply_seconds, request_subject
 
 log = logging.getLogger("foundation.quota")
 
 _NO_SERVICE_BACKOFF = (0.02, 0.5)  # first and longest wait between tries while no service answers
+_MIN_RETRY = 0.001  # seconds: a refusal asking to retry sooner (or at once) cannot make us spin
 
 
 class QuotaClient:
@@ -136,9 +137,9 @@ class QuotaClient:
             return self._no_service_wait()
         if not body.get("ok"):
             self._last_refusal = body
-            return float(body.get("retry_in", 0.05))
-        deadline = sent + float(body["expires_in"])
-        tokens = int(body["tokens"])
+            return reply_seconds(body, "retry_in", 0.05, low=_MIN_RETRY)
+        deadline = sent + reply_seconds(body, "expires_in", 0.0)
+        tokens = reply_count(body, "tokens", want)  # never more than we asked for
         self.tokens_granted += tokens
         # A grant whose window closed while it travelled is dropped; the caller asks again.
         if deadline > loop.time():
@@ -204,11 +205,11 @@ class QuotaClient:
             return self._no_service_wait()
         if not body.get("ok"):
             self._last_refusal = body
-            return float(body.get("retry_in", 0.05))
-        self._slots_held = int(body["held"])
-        self._slot_ttl = float(body["ttl"])
+            return reply_seconds(body, "retry_in", 0.05, low=_MIN_RETRY)
+        self._slots_held = reply_count(body, "held", hold)  # never more than we asked to hold
+        self._slot_ttl = reply_seconds(body, "ttl", 0.0)
         self._slots_deadline = sent + self._slot_ttl
-        return 0.0 if self._slots_held >= hold else float(body.get("retry_in", 0.05))
+        return 0.0 if self._slots_held >= hold else reply_seconds(body, "retry_in", 0.05, low=_MIN_RETRY)
 
     def _check_overrun(self) -> None:
         lapsed = asyncio.get_running_loop().time() >= self._slots_deadline

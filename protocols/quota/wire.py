@@ -20,10 +20,16 @@ request, so clocks never need to agree and the client's deadline is never
 later than the service's. A ``slots`` reply may hold fewer than asked (the
 budget is full); it never takes away slots the holder already had unless it
 asked for fewer.
+
+Any client could answer on the service's subject, so a client trusts no
+number in a reply: durations are finite and cut to :data:`MAX_REPLY_SECONDS`
+(``reply_seconds``), and a grant is never more than was asked for
+(``reply_count``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +82,28 @@ class QuotaRequest:
         if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0 or (op == "tokens" and amount == 0):
             raise BadQuotaRequestError(f"{key!r} must be a {'positive' if op == 'tokens' else 'non-negative'} integer")
         return cls(op, holder, amount)
+
+
+MAX_REPLY_SECONDS = 3600.0  # the longest duration a reply may carry; longer ones are cut to it
+
+
+def reply_seconds(body: dict[str, Any], key: str, default: float, *, low: float = 0.0) -> float:
+    """A duration from a reply, finite and within ``[low, MAX_REPLY_SECONDS]`` (``default`` if absent or bad).
+
+    Any client could answer on the service's subject: its numbers are not trusted.
+    """
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        value = default
+    return min(max(float(value), low), MAX_REPLY_SECONDS)
+
+
+def reply_count(body: dict[str, Any], key: str, most: int) -> int:
+    """A count from a reply, an integer within ``[0, most]`` (what was asked for at most)."""
+    value = body.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return min(max(value, 0), most)
 
 
 def reply(**fields: Any) -> bytes:

@@ -266,3 +266,24 @@ async def test_a_flood_of_unaddressed_answers_is_bounded_for_the_initiator(nc) -
     (conv,) = result.conversations
     rejected = [r for r in conv.sent(m.REJECT) if r.body.get("reason") == m.NOT_ADDRESSED]
     assert len(rejected) == MAX_STRANGERS  # the rest are neither remembered nor answered
+
+
+async def test_a_false_quota_service_cannot_grant_more_than_asked_or_forever(nc, nats_url) -> None:
+    from protocols.quota import QuotaClient
+    from protocols.quota.wire import MAX_REPLY_SECONDS, request_subject
+
+    async def impostor(msg) -> None:
+        await msg.respond(raw({"v": 1, "ok": True, "op": "tokens", "tokens": 2**62, "expires_in": 1e300}))
+
+    await nc.subscribe(request_subject("fake"), cb=impostor)
+    await nc.flush()
+    other = await connect(nats_url, name="client")
+    client = QuotaClient(other, "fake", "fake.0", batch=5, timeout=10)
+    try:
+        await client.acquire()
+        assert client.tokens_granted == 5 and client.available() == 4
+        (grant,) = client._grants
+        assert grant[1] <= asyncio.get_running_loop().time() + MAX_REPLY_SECONDS
+    finally:
+        await client.close()
+        await other.close()
