@@ -1,7 +1,10 @@
 """Loading a pool's handler and calling it the same way whatever its shape.
 
 A handler is ``handler(payload)`` or ``handler(payload, ctx)``, sync or async.
-Sync handlers run on a thread pool so they never block the event loop.
+Sync handlers run on a pool of threads (:class:`HandlerThreads`) so they
+never block the event loop; calls and their completions cross between the
+loop and the threads in batches: one wake-up of the loop for every result
+that came in since the last, not one per call.
 
 :class:`HandlerCall` is the last link of a queue pool's middleware chain
 (:mod:`workers.middleware`): it builds the ``ctx``, runs the handler and
@@ -16,6 +19,7 @@ instruction (a thread blocked inside C code sees it when that call returns).
 from __future__ import annotations
 
 import asyncio
+import collections
 import ctypes
 import importlib
 import inspect
@@ -23,7 +27,6 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from broker import result_body
@@ -74,7 +77,7 @@ class Handler:
         self.spec = spec or getattr(fn, "__qualname__", repr(fn))
         self.wants_ctx = _wants_ctx(fn)
         self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
-        self._pool = None if self.is_async else ThreadPoolExecutor(max_workers=threads, thread_name_prefix="handler")
+        self._pool = None if self.is_async else HandlerThreads(threads)
 
     @classmethod
     def load(cls, spec: str, *, threads: int = 8) -> "Handler":
@@ -89,14 +92,103 @@ class Handler:
         if self.is_async:
             return Running(asyncio.ensure_future(self.fn(*args)), None)
         assert self._pool is not None
-        thread = _ThreadCall()
-        future = asyncio.get_running_loop().run_in_executor(self._pool, thread.run, self.fn, args)
-        return Running(future, thread)
+        return self._pool.submit(self.fn, args)
 
     def close(self) -> None:
-        """Release the thread pool without waiting: a stuck handler must not block the exit."""
+        """Release the threads without waiting: a stuck handler must not block the exit."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.close()
+
+
+class HandlerThreads:
+    """Up to ``size`` threads running sync handler calls for one event loop.
+
+    A call is queued in a deque; an idle thread is woken only when there is
+    one (busy threads take the next call themselves). A finished call's
+    result is queued back, and the loop is woken once for all the results
+    queued since it last looked (``call_soon_threadsafe`` writes a pipe).
+    Threads are started as needed and are daemons: a stuck handler never
+    holds the process at exit.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self._calls: collections.deque[tuple[_ThreadCall, Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]]
+        self._calls = collections.deque()
+        self._done: collections.deque[tuple[asyncio.Future[Any], bool, Any]] = collections.deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Semaphore(0)
+        self._idle = 0
+        self._threads = 0
+        self._looking = False  # the loop was asked to collect results
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Running:
+        loop = self._loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        call = _ThreadCall()
+        self._calls.append((call, fn, args, future))
+        start = False
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._wake.release()
+            elif self._threads < self.size:
+                self._threads += 1
+                start = True
+        if start:
+            threading.Thread(target=self._work, name=f"handler-{self._threads}", daemon=True).start()
+        return Running(future, call)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for _ in range(self._idle):
+                self._wake.release()
+            self._idle = 0
+
+    def _work(self) -> None:
+        calls = self._calls
+        while True:
+            try:
+                call, fn, args, future = calls.popleft()
+            except IndexError:
+                with self._lock:
+                    if self._closed:
+                        return
+                    if calls:
+                        continue  # queued after we looked: no wake-up will come for it
+                    self._idle += 1
+                self._wake.acquire()
+                continue
+            if future.done():  # cancelled before it started
+                continue
+            try:
+                value, ok = call.run(fn, args), True
+            except BaseException as exc:  # handed to the awaiting task, whatever it is
+                value, ok = exc, False
+            self._done.append((future, ok, value))
+            with self._lock:
+                wake, self._looking = not self._looking, True
+            if wake and self._loop is not None:
+                try:
+                    self._loop.call_soon_threadsafe(self._collect)
+                except RuntimeError:  # the loop is closed: nobody waits any more
+                    return
+
+    def _collect(self) -> None:
+        with self._lock:
+            self._looking = False
+        done = self._done
+        while done:
+            future, ok, value = done.popleft()
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
 
 
 class _ThreadCall:
