@@ -142,9 +142,11 @@ class SupervisorConfig:
     max_restarts: int = 5
     max_seconds: float = 10.0
     shutdown: float = 10.0  # seconds a child gets between SIGTERM and SIGKILL
+    max_workers: int = 256  # workers a scale request may bring the node to (all pools); 0 = no limit
 
     def __post_init__(self) -> None:
         _positive("supervisor.max_restarts", self.max_restarts, allow_zero=True)
+        _positive("supervisor.max_workers", self.max_workers, allow_zero=True)
         _positive("supervisor.max_seconds", self.max_seconds)
         _positive("supervisor.shutdown", self.shutdown)
 

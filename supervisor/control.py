@@ -13,13 +13,22 @@ node-specific subjects, so the CLI's ``--node`` reaches exactly one node:
 What each endpoint does is in :mod:`supervisor.endpoints`.
 
 Requests and replies are JSON. Errors use the micro error headers
-(``Nats-Service-Error``, ``Nats-Service-Error-Code``) with a one-line reason.
+(``Nats-Service-Error``, ``Nats-Service-Error-Code``) with a one-line reason:
+400 a bad request, 404 an unknown pool or slot, 409 a conflict (the pool is
+drained, or busy with another scale), 500 a failure.
+
+A handler that takes long (scale, restart, drain) checks the request at once
+— its errors are counted in ``$SRV.STATS`` — and returns :class:`Later`: the
+work then runs in its own task, which sends the reply, so the endpoint (and
+the node's other endpoints) keep answering meanwhile. A failure of that
+work is answered with an error too but not counted in the stats.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from nats.aio.client import Client
@@ -34,6 +43,18 @@ log = logging.getLogger("foundation.control")
 VERSION = "0.1.0"
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
+
+
+class Later:
+    """A handler's answer that the request is valid and its work will take a while.
+
+    Args:
+        work: computes the reply (raising :class:`ControlError` for an error reply).
+    """
+
+    def __init__(self, work: Coroutine[Any, Any, Any]) -> None:
+        self.work = work
 
 
 def control_subject(node: str, endpoint: str) -> str:
@@ -49,8 +70,12 @@ class ControlError(FoundationError):
         super().__init__(message)
 
 
-async def serve_control(nc: Client, node: str, endpoints: dict[str, Handler]) -> Any:
-    """Register the service and its endpoints; returns the micro service."""
+async def serve_control(nc: Client, node: str, endpoints: dict[str, Handler], spawn: Spawn) -> Any:
+    """Register the service and its endpoints; returns the micro service.
+
+    ``spawn`` runs the work of :class:`Later` replies (the caller owns those
+    tasks and cancels them when it stops).
+    """
     service = await add_service(
         nc,
         name=subjects.SERVICE_NAME,
@@ -60,12 +85,12 @@ async def serve_control(nc: Client, node: str, endpoints: dict[str, Handler]) ->
     )
     for name, fn in endpoints.items():
         await service.add_endpoint(
-            name=name, subject=control_subject(node, name), handler=_wrap(fn), queue_group=f"node-{node}"
+            name=name, subject=control_subject(node, name), handler=_wrap(fn, spawn), queue_group=f"node-{node}"
         )
     return service
 
 
-def _wrap(fn: Handler) -> Callable[[Request], Awaitable[None]]:
+def _wrap(fn: Handler, spawn: Spawn) -> Callable[[Request], Awaitable[None]]:
     # Errors leave as ServiceError so the micro framework both sends the error
     # headers and counts them in $SRV.STATS (num_errors, last_error).
     async def handle(req: Request) -> None:
@@ -79,16 +104,45 @@ def _wrap(fn: Handler) -> Callable[[Request], Awaitable[None]]:
             if not isinstance(args, dict):
                 raise ControlError("request body must be a JSON object")
             reply = await fn(args)
-        except ControlError as exc:
-            raise ServiceError(code=str(exc.code), description=str(exc)) from exc
-        except FoundationError as exc:
-            raise ServiceError(code="500", description=str(exc)) from exc
-        except Exception as exc:  # report, never leave the caller hanging
-            log.exception("control endpoint failed")
-            raise ServiceError(code="500", description=f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise _service_error(exc) from exc
+        if isinstance(reply, Later):
+            spawn(_finish(req, reply.work))
+            return
         await req.respond(encode(reply))
 
     return handle
+
+
+async def _finish(req: Request, work: Coroutine[Any, Any, Any]) -> None:
+    try:
+        reply = await work
+    except asyncio.CancelledError:
+        await _answer_error(req, ServiceError(code="503", description="the node is stopping"))
+        raise
+    except Exception as exc:
+        await _answer_error(req, _service_error(exc))
+        return
+    try:
+        await req.respond(encode(reply))
+    except Exception as exc:  # the connection is closing; the caller times out
+        log.debug("control reply not sent: %r", exc)
+
+
+async def _answer_error(req: Request, error: ServiceError) -> None:
+    try:
+        await req.respond_error(error.code, error.description)
+    except Exception as exc:  # the connection is closing; the caller times out
+        log.debug("control error reply not sent: %r", exc)
+
+
+def _service_error(exc: Exception) -> ServiceError:
+    if isinstance(exc, ControlError):
+        return ServiceError(code=str(exc.code), description=str(exc))
+    if isinstance(exc, FoundationError):
+        return ServiceError(code="500", description=str(exc))
+    log.error("control endpoint failed", exc_info=exc)  # report, never leave the caller hanging
+    return ServiceError(code="500", description=f"{type(exc).__name__}: {exc}")
 
 
 async def request(nc: Client, node: str, endpoint: str, args: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from broker import ServerAddress, ServerOptions, wait_ready
 from supervisor.children import ExitInfo, ProcessChild, exec_command
@@ -15,9 +15,8 @@ class NatsServerChild(ProcessChild):
     Ports given as ``-1`` are chosen by the server at its first start and then
     kept, so clients reconnect to the same address after a restart.
 
-    ``before_stop`` is awaited before the server is asked to stop: the node
-    closes its own connection there, rather than leave it reconnecting to a
-    server that is going away on purpose.
+    Its clients on the node (node services, workers) are its later siblings
+    under ``rest_for_one``: they stop before it, and restart after it.
     """
 
     def __init__(
@@ -26,11 +25,9 @@ class NatsServerChild(ProcessChild):
         *,
         shutdown: float = 10.0,
         on_exit: Callable[[ProcessChild, int, ExitInfo], None] | None = None,
-        before_stop: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.opts = opts
         self.address: ServerAddress | None = None
-        self.before_stop = before_stop
         super().__init__(
             "nats-server",
             exec_command,
@@ -50,10 +47,3 @@ class NatsServerChild(ProcessChild):
         port = int(self.address.url.rsplit(":", 1)[1])
         monitor_port = int(self.address.monitor_url.rsplit(":", 1)[1])
         self.opts = dataclasses.replace(self.opts, port=port, monitor_port=monitor_port)
-
-    async def stop(self, reason: str = "stopped") -> ExitInfo:
-        # Clients of this node close first: a client left connected would
-        # only start reconnecting to a server that is going away on purpose.
-        if self.before_stop is not None and self.running:
-            await self.before_stop()
-        return await super().stop(reason)

@@ -4,16 +4,21 @@
 
     root (rest_for_one, [supervisor] intensity)
       ├─ nats-server          only when nats.url is empty
+      ├─ node-services        connection, streams, control service, registry,
+      │                       quota candidates, variables (supervisor.services)
       ├─ pool:echo            one_for_one, the pool's own intensity
       │    ├─ echo.0
       │    └─ echo.1
       └─ pool:…
 
-Around the tree the node owns: a NATS connection for lifecycle events
-(:mod:`supervisor.events`) and the control service (:mod:`supervisor.endpoints`),
-one resource sampler per pool (:mod:`supervisor.quota`), an autoscaler per
-pool with ``max_size`` (:mod:`supervisor.autoscale`), the systemd notifier
-(:mod:`supervisor.systemd`) and ``/metrics``.
+Each child is ready when its ``start()`` returns, so a pool starts only once
+the services it needs exist, and a node with no pools still answers
+``$SRV.PING`` and ``status``. The node's background work — one resource
+sampler per pool (:mod:`supervisor.quota`), an autoscaler per pool with
+``max_size`` (:mod:`supervisor.autoscale`), the metrics sampler
+(:mod:`supervisor.observe`) and the systemd heartbeat
+(:mod:`supervisor.systemd`) — runs in a task group that ends with
+:meth:`Node.run`; ``/metrics`` is served from start to end.
 """
 
 from __future__ import annotations
@@ -23,17 +28,17 @@ import logging
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from broker import DeclarationError, ServerOptions, connect, declare_all, declare_pool_consumer, identity_for, jetstream, subjects
+from broker import DeclarationError, ServerOptions, declare_pool_consumer, identity_for, subjects
 from config.errors import ConfigError, FoundationError
 from config.schema import Config, PoolConfig
-from protocols.metrics import FORWARD_QUEUE, FORWARD_SUBJECT, count_forwarded
 from supervisor import metrics
-from supervisor.agents import NodeAgents
+from supervisor.agents import NodeAgents, propose_variable
+from supervisor.control import ControlError
 from supervisor.autoscale import Autoscaler
 from supervisor.children import ExitInfo, ProcessChild
-from supervisor.control import serve_control
 from supervisor.endpoints import NodeControl
 from supervisor.events import EventPublisher
 from supervisor.forkserver import start_fork_server, worker_preload
@@ -41,19 +46,23 @@ from supervisor.natsserver import NatsServerChild
 from supervisor.observe import NodeView, Sampler
 from supervisor.pool import PoolSupervisor
 from supervisor.quota import Breach, ResourceSampler
+from supervisor.services import NodeServices
 from supervisor.systemd import Notifier
 from supervisor.tree import EXIT_ESCALATED, EXIT_START_FAILED, Supervisor
 from workers.process import WorkerSpec
 
 log = logging.getLogger("foundation.node")
 
-
 EXIT_DECLARATION = 2  # like a config error: a stream or bucket differs in a way only the operator can fix
 STATUS_INTERVAL = 1.0  # seconds between STATUS= refreshes (and watchdog pings, at most)
 
 
-async def _count_forwarded(msg: Any) -> None:
-    count_forwarded(msg.data)
+async def _logged(work: Coroutine[Any, Any, None], name: str) -> None:
+    """Background work that fails is logged; it never takes the node (its task group) down."""
+    try:
+        await work
+    except Exception:
+        log.exception("%s failed and stopped", name)
 
 
 class Node:
@@ -72,17 +81,15 @@ class Node:
         self.agents = NodeAgents(cfg)  # registry, quota services, variables; a bad [variables.*] raises ConfigError
         self.notifier = Notifier()
         self.nats_child: NatsServerChild | None = None
-        self.nc: Any = None
         self.identity = identity_for(cfg, "node")  # a missing seed or password stops `up` before anything starts
+        self.services = NodeServices(cfg, url=lambda: self.nats_url, events=self.events, agents=self.agents,
+                                     endpoints=self._endpoints, identity=self.identity)
         self.pools: dict[str, PoolSupervisor] = {}
         self.samplers: dict[str, ResourceSampler] = {}
         self.root: Supervisor | None = None
         self.started = time.time()
         self._metrics_server: Any = None
         self.metrics_url = ""
-        self._service: Any = None
-        self._background: list[asyncio.Task[None]] = []  # samplers, heartbeat: until the end
-        self._scalers: list[asyncio.Task[None]] = []  # stopped first: no resizing while stopping
         self._stopping = False
         self._ready = False
         self.sampler = Sampler(self._view(), interval=cfg.metrics.sample_interval)
@@ -107,10 +114,9 @@ class Node:
                 extra_args=self._auth_args(),
                 sync=self.cfg.nats.sync,
             )
-            self.nats_child = NatsServerChild(
-                opts, shutdown=self.cfg.supervisor.shutdown, on_exit=self._on_process_exit, before_stop=self._disconnect
-            )
+            self.nats_child = NatsServerChild(opts, shutdown=self.cfg.supervisor.shutdown, on_exit=self._on_process_exit)
             children.append(self.nats_child)
+        children.append(self.services)
         for pool in self.cfg.pools.values():
             sup = PoolSupervisor(
                 pool,
@@ -151,22 +157,20 @@ class Node:
         return spec
 
     async def _prepare_pool(self, pool: PoolConfig) -> None:
-        await self._ensure_connected()
-        await declare_pool_consumer(jetstream(self.nc), pool)
+        await declare_pool_consumer(self.services.js, pool)
 
-    async def _ensure_connected(self) -> None:
-        if self.nc is not None and not self.nc.is_closed:
-            return
-        self.nc = await connect(self.nats_url, name=f"supervisor {self.name}", connect_timeout=self.cfg.nats.connect_timeout,
-                                **self.identity.connect_options())
-        # Every stream and bucket, with nats.replicas, before anything uses one
-        # (workers may not create any: broker.permissions).
-        await declare_all(jetstream(self.nc), self.cfg.nats)
-        self.events.attach(self.nc)
-        # Rounds run outside any node (the CLI) are counted by one node.
-        await self.nc.subscribe(FORWARD_SUBJECT, queue=FORWARD_QUEUE, cb=_count_forwarded)
-        self._service = await serve_control(self.nc, self.name, NodeControl(self).endpoints())
-        await self.agents.start(self.nc, self._service)  # before any worker starts: they need what it declares
+    def _endpoints(self, js: Any) -> dict[str, Any]:
+        return NodeControl(
+            self.name, self.pools, js, on_event=self.events, nats_url=lambda: self.nats_url,
+            started=self.started, max_workers=self.cfg.supervisor.max_workers, identity=self.identity.describe(),
+            propose=self._propose,
+        ).endpoints()
+
+    async def _propose(self, name: str, value: Any, proposer: str, reason: str, deadline: float) -> Any:
+        registry, nc = self.agents.registry, self.services.nc
+        if registry is None or nc is None:
+            raise ControlError("the node's registry is not running yet", 503)
+        return await propose_variable(nc, registry, name, value, proposer=proposer, reason=reason, deadline=deadline)
 
     # -- exits, quotas, scaling ---------------------------------------------
 
@@ -187,7 +191,7 @@ class Node:
         return sink
 
     async def _lag(self, pool: str) -> tuple[int, int]:
-        info = await jetstream(self.nc).consumer_info(subjects.TASKS_STREAM, subjects.consumer(pool))
+        info = await self.services.js.consumer_info(subjects.TASKS_STREAM, subjects.consumer(pool))
         return info.num_pending, info.num_ack_pending
 
     def _autoscaler(self, sup: PoolSupervisor) -> Autoscaler:
@@ -204,7 +208,7 @@ class Node:
         return NodeView(
             node=self.name,
             pools=self.pools,
-            nc=lambda: self.nc,
+            nc=lambda: self.services.nc,
             registry=lambda: self.agents.registry,
             monitor_urls=self._monitor_urls,
             ready=lambda: self._ready and not self._stopping,
@@ -262,18 +266,43 @@ class Node:
             self.metrics_url = f"http://{self.cfg.metrics.host}:{port}/metrics"
             self.announce(f"metrics: {self.metrics_url}")
         try:
+            async with asyncio.TaskGroup() as background:
+                return await self._serve(stop, background)
+        finally:
+            if self._metrics_server is not None:
+                self._metrics_server.shutdown()
+            self.notifier.close()
+
+    async def _serve(self, stop: asyncio.Event, background: asyncio.TaskGroup) -> int:
+        assert self.root is not None
+        try:
             await self.root.start()
         except DeclarationError as exc:  # a stream or bucket NATS holds differently: the operator's call
             self.announce(f"foundation: {exc}")
             self.notifier.stopping(f"failed to start: {exc}")
-            await self._close()
             return EXIT_DECLARATION
         except FoundationError as exc:  # a child, or a declaration or service it needs
             self.announce(f"foundation: {exc}")
             self.notifier.stopping(f"failed to start: {exc}")
-            await self._close()
             return EXIT_START_FAILED
-        self._start_background()
+        # Autoscalers stop first (no resizing while stopping); while the pools
+        # drain, the samplers keep enforcing quotas (a task may still blow up)
+        # and the heartbeat keeps systemd's watchdog fed and STATUS= current.
+        def spawn(work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+            return background.create_task(_logged(work, name), name=name)
+
+        scalers = [spawn(self._autoscaler(sup).run(), f"autoscale {sup.pool.name}")
+                   for sup in self.pools.values() if sup.pool.max_size]
+        others = [spawn(sampler.run(), f"sampler {name}") for name, sampler in self.samplers.items()]
+        others += [spawn(self._heartbeat(), "heartbeat"), spawn(self.sampler.run(), "metrics sampler")]
+        try:
+            return await self._until_stopped(stop, scalers)
+        finally:
+            for task in scalers + others:
+                task.cancel()
+
+    async def _until_stopped(self, stop: asyncio.Event, scalers: list[asyncio.Task[None]]) -> int:
+        assert self.root is not None
         where = "embedded" if self.nats_child else "external"
         self.announce(f"nats: {self.nats_url} ({where})")
         sizes = ", ".join(f"{p.pool.name}={p.size}" for p in self.pools.values())
@@ -287,55 +316,18 @@ class Node:
         stopped = asyncio.create_task(stop.wait())
         failed = asyncio.create_task(self.root.wait())
         await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
         if failed.done():
             info = failed.result()
             self.notifier.stopping(f"gave up: {info.reason}")
             self.announce(f"foundation: node {self.name} gave up: {info.reason}")
-            await self._close()
             return EXIT_ESCALATED
-        stopped.cancel()
+        failed.cancel()
         self._stopping = True
         self.notifier.stopping("draining pools and stopping")
         self.announce(f"node {self.name}: draining pools and stopping")
-        self._stop_background(all=False)
+        for task in scalers:
+            task.cancel()
         await self.root.stop("node stopping")
-        await self._close()
         self.announce(f"node {self.name}: stopped")
         return 0
-
-    def _start_background(self) -> None:
-        for name, sampler in self.samplers.items():
-            self._background.append(asyncio.create_task(sampler.run(), name=f"sampler {name}"))
-        for sup in self.pools.values():
-            if sup.pool.max_size:
-                self._scalers.append(asyncio.create_task(self._autoscaler(sup).run(), name=f"autoscale {sup.pool.name}"))
-        self._background.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
-        self._background.append(asyncio.create_task(self.sampler.run(), name="metrics sampler"))
-
-    def _stop_background(self, *, all: bool = True) -> None:
-        # While the pools drain, the samplers keep enforcing quotas (a task
-        # may still blow up) and the heartbeat keeps systemd's watchdog fed
-        # and STATUS= current; only the autoscalers stop at once.
-        groups = [self._scalers, self._background] if all else [self._scalers]
-        for tasks in groups:
-            for task in tasks:
-                task.cancel()
-            tasks.clear()
-
-    async def _disconnect(self) -> None:
-        """Publish the last events and close the node's NATS connection."""
-        if self.nc is None or self.nc.is_closed:
-            return
-        await self.agents.stop()
-        await self.events.flush()
-        try:
-            await self.nc.close()
-        except Exception:  # closing during shutdown; nothing left to do
-            pass
-
-    async def _close(self) -> None:
-        self._stop_background()
-        await self._disconnect()
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-        self.notifier.close()

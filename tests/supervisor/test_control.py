@@ -38,9 +38,10 @@ async def test_micro_service_discovery_status_and_errors(tmp_path: Path, nats_ur
 
         with pytest.raises(ControlError, match=r"unknown pool 'nope'; pools on node test: p") as err:
             await request(nc, "test", "scale", {"pool": "nope", "size": 1})
-        assert err.value.code == 400
-        with pytest.raises(ControlError, match=r"size must be a whole number >= 0, got -1"):
-            await request(nc, "test", "scale", {"pool": "p", "size": -1})
+        assert err.value.code == 404
+        with pytest.raises(ControlError, match=r"pool p: size must be at least 1, as pools.p.size must; "
+                                               r"to stop its workers, drain it \(foundation drain p\)"):
+            await request(nc, "test", "scale", {"pool": "p", "size": 0})
         with pytest.raises(ControlError, match=r"pool p has no slot 'p.7'"):
             await request(nc, "test", "restart", {"slot": "p.7"})
         with pytest.raises(ControlError, match=r"no node 'elsewhere' is running") as err:
