@@ -98,7 +98,15 @@ async def connect(
         if also_on_error is not None:
             await also_on_error(exc)
 
+    client: list[Client] = []  # set once connected
+
     async def _disconnected() -> None:
+        # A close of our own (a worker or node stopping) is no news: only a
+        # lost connection is worth a line, or a node stopping N workers
+        # would log N of them.
+        if client and client[0].is_closed:
+            log.debug("nats %s: closed", name)
+            return
         log.info("nats %s: disconnected from %s", name, url)
 
     async def _reconnected() -> None:
@@ -128,11 +136,13 @@ async def connect(
     done, _ = await asyncio.wait({connecting, refused}, timeout=connect_timeout, return_when=asyncio.FIRST_COMPLETED)
     if connecting in done:
         try:
-            return connecting.result()
+            nc = connecting.result()
         except Exception as exc:  # nats.connect raises assorted OSError/NATS errors
             if refused.done():
                 exc = refused.result()
             raise NatsUnavailableError(f"cannot connect to NATS at {url}: {exc}; is the server running?") from exc
+        client.append(nc)
+        return nc
     connecting.cancel()
     with contextlib.suppress(BaseException):
         await connecting

@@ -55,19 +55,47 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
     apply_env(raw, env)
+    # Relative paths in a config file mean "next to this file", wherever the
+    # node is started from; the shipped config is a template used in place,
+    # so its paths stay relative to the current directory (`make run`: ./var).
+    _resolve_paths(raw, Path.cwd() if path.resolve() == SHIPPED.resolve() else path.resolve().parent)
     return build_config(raw, str(path))
+
+
+PATH_KEYS = (("nats", "store_dir"), ("metrics", "dir"))  # resolved against the config file's folder
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Make the relative paths of :data:`PATH_KEYS` — written or left at their defaults — absolute."""
+    for section, key in PATH_KEYS:
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            continue  # build_config names the error
+        value = table.get(key, _default(section, key))
+        if isinstance(value, str) and value:
+            table[key] = str(base / Path(value).expanduser())  # an absolute path stays as it is
+
+
+def _default(section: str, key: str) -> Any:
+    return next(f.default for f in dataclasses.fields(_SECTIONS[section]) if f.name == key)
 
 
 def apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
     """Overlay ``FOUNDATION_NATS__URL=…`` style variables onto ``raw`` in place.
 
     A value is read as a TOML value when it parses as one (``4``, ``[0.2, 1]``,
-    ``true``), else taken as a plain string.
+    ``true``), else taken as a plain string. An override of a pool the file
+    does not have is refused — a typo (``FOUNDATION_POOLS__ECH__SIZE``) must
+    not create a pool — unless the environment gives that pool a handler too.
+
+    Raises:
+        ConfigError: an override names a pool that does not exist.
     """
-    for name, value in sorted(env.items()):
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue
+    names = [name for name in env if name.startswith(ENV_PREFIX) and "__" in name]
+    for name, value in sorted((n, env[n]) for n in names):
         keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__")]
+        if keys[0] == "pools" and len(keys) >= 3 and isinstance(raw.get("pools", {}), dict):
+            _check_pool_override(raw.get("pools", {}), keys[1], name, env)
         node = raw
         for depth, key in enumerate(keys[:-1]):
             if depth == 1 and keys[0] == "pools":
@@ -78,6 +106,18 @@ def apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
                 raise ConfigError(where, f"is not a table, so {name} cannot set a key inside it; "
                                          f"make {where} a table or unset {name}")
         node[keys[-1]] = _parse_scalar(value)
+
+
+def _check_pool_override(pools: dict[str, Any], lowered: str, name: str, env: Mapping[str, str]) -> None:
+    """Refuse ``FOUNDATION_POOLS__<P>__KEY`` for a pool the file lacks, unless the environment gives <P> a handler."""
+    token = name[len(ENV_PREFIX):].split("__")[1]
+    if _find_pool(pools, lowered) in pools or f"{ENV_PREFIX}POOLS__{token}__HANDLER" in env:
+        return
+    close = difflib.get_close_matches(lowered, list(pools), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"pools.{lowered}", f"{name} overrides a pool the config does not have "
+                      f"(pools: {', '.join(pools) or 'none'}); {hint}to add a pool from the environment, "
+                      f"set {ENV_PREFIX}POOLS__{token}__HANDLER as well")
 
 
 def _find_pool(pools: dict[str, Any], lowered: str) -> str:

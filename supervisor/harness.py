@@ -254,7 +254,7 @@ class NodeProcess:
         raise NodeFailedError("the node runs no embedded nats-server now")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
-        """Send ``sig`` (once) and wait for the exit code.
+        """Send ``sig`` (once) and wait for the exit code and the last output line.
 
         Raises:
             NodeFailedError: it did not exit within ``timeout`` (it is killed).
@@ -262,7 +262,10 @@ class NodeProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
+            with self._changed:  # and its last line read: output is complete once stop() returns
+                self._changed.wait_for(lambda: self._eof, timeout)
+            return code
         except subprocess.TimeoutExpired:
             self.kill()
             raise NodeFailedError(f"node did not stop within {timeout:g}s of signal {sig}; output:\n{self.tail(400)}") from None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 from collections.abc import Callable
 
-from broker import ServerAddress, ServerOptions, wait_ready
+from broker import ServerAddress, ServerNotReadyError, ServerOptions, wait_ready
 from supervisor.children import ExitInfo, ProcessChild, exec_command
 
 
@@ -40,10 +42,46 @@ class NatsServerChild(ProcessChild):
 
     def _args(self) -> tuple[list[str], str]:
         self.opts.prepare()
-        return (self.opts.argv(), str(self.opts.store_dir / "nats-server.stderr"))
+        # Where this start's lines begin in each log: its reason to fail is
+        # among them, not in what earlier runs wrote.
+        self._logs = {path: _size(path) for path in (self.opts.log_file, self._stderr_file)}
+        return (self.opts.argv(), str(self._stderr_file))
+
+    @property
+    def _stderr_file(self) -> Path:
+        return self.opts.store_dir / "nats-server.stderr"
 
     def _probe(self, pid: int, alive: Callable[[], bool]) -> None:
-        self.address = wait_ready(self.opts, pid, timeout=25.0, alive=alive)
+        try:
+            self.address = wait_ready(self.opts, pid, timeout=25.0, alive=alive)
+        except ServerNotReadyError as exc:
+            reason = self._own_reason()
+            if reason:
+                raise ServerNotReadyError(f"{reason} (log: {self.opts.log_file})") from exc
+            raise
         port = int(self.address.url.rsplit(":", 1)[1])
         monitor_port = int(self.address.monitor_url.rsplit(":", 1)[1])
         self.opts = dataclasses.replace(self.opts, port=port, monitor_port=monitor_port)
+
+    def _own_reason(self) -> str:
+        """The server's own words on why it stopped: its fatal or error lines of this start."""
+        lines: list[str] = []
+        for path, offset in getattr(self, "_logs", {}).items():
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    lines += f.read(65536).decode(errors="replace").splitlines()
+            except OSError:
+                continue
+        errors = [_FATAL.sub("", line).strip() for line in lines if _FATAL.search(line)]
+        return "; ".join(dict.fromkeys(errors))  # once each, in order
+
+
+_FATAL = re.compile(r"^.*?\[(?:FTL|ERR)\]\s*")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

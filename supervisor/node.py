@@ -47,6 +47,7 @@ from supervisor.observe import NodeView, Sampler
 from supervisor.pool import PoolSupervisor
 from supervisor.quota import Breach, ResourceSampler
 from supervisor.services import NodeServices
+from supervisor.storelock import StoreLockedError, lock_store
 from supervisor.systemd import Notifier
 from supervisor.tree import EXIT_ESCALATED, EXIT_START_FAILED, Supervisor
 from workers.process import WorkerSpec
@@ -54,6 +55,7 @@ from workers.process import WorkerSpec
 log = logging.getLogger("foundation.node")
 
 EXIT_DECLARATION = 2  # like a config error: a stream or bucket differs in a way only the operator can fix
+EXIT_STORE_LOCKED = 2  # another node holds nats.store_dir: the operator's call too
 STATUS_INTERVAL = 1.0  # seconds between STATUS= refreshes (and watchdog pings, at most)
 
 
@@ -89,6 +91,7 @@ class Node:
         self.root: Supervisor | None = None
         self.started = time.time()
         self._metrics_server: Any = None
+        self._store_lock: int | None = None  # held until the process exits
         self.metrics_url = ""
         self._stopping = False
         self._ready = False
@@ -246,6 +249,12 @@ class Node:
 
     async def run(self) -> int:
         """Start the tree, serve until SIGTERM/SIGINT or escalation; the exit code."""
+        if self.cfg.nats.embedded:
+            try:  # first: a second node must not even bind the metrics port
+                self._store_lock = lock_store(Path(self.cfg.nats.store_dir).resolve(), self.name)
+            except StoreLockedError as exc:
+                self.announce(f"foundation: {exc}")
+                return EXIT_STORE_LOCKED
         # workers.metrics imports prometheus_client, which is safe to preload
         # here: PROMETHEUS_MULTIPROC_DIR is already set (foundation up sets it first).
         start_fork_server(worker_preload(p.handler for p in self.cfg.pools.values()))
@@ -328,6 +337,8 @@ class Node:
         self.announce(f"node {self.name}: draining pools and stopping")
         for task in scalers:
             task.cancel()
+        workers = sum(p.running_count for p in self.pools.values())
         await self.root.stop("node stopping")
-        self.announce(f"node {self.name}: stopped")
+        # One line for all: the workers' own closes are not logged one by one.
+        self.announce(f"node {self.name}: stopped ({workers} worker(s) drained, NATS connections closed)")
         return 0

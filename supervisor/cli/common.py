@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import subprocess
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
-from broker import NKEY_ENV, Identity, connect, identity_for
+from broker import NKEY_ENV, Identity, NatsUnavailableError, connect, identity_for
 from config import Config, load_config
 from config.errors import ConfigError
 
@@ -51,9 +53,50 @@ def client_identity(args: Any, cfg: Config, role: str = "operator") -> Identity:
     return identity_for(cfg, role)
 
 
+PROBE_TIMEOUT = 1.0  # seconds: a refused connection is reported within this
+
+
 async def connect_client(args: Any, cfg: Config, name: str, role: str = "operator", url: str | None = None) -> Any:
-    """A CLI command's NATS connection, under its identity (see :func:`client_identity`)."""
-    return await connect(url or client_url(args, cfg), name=name, **client_identity(args, cfg, role).connect_options())
+    """A CLI command's NATS connection, under its identity (see :func:`client_identity`).
+
+    Raises:
+        NatsUnavailableError: every server refused the connection (reported
+            within :data:`PROBE_TIMEOUT`), or none answered in time.
+    """
+    url = url or client_url(args, cfg)
+    await _refused_fast(url)
+    return await connect(url, name=name, connect_timeout=cfg.nats.connect_timeout,
+                         **client_identity(args, cfg, role).connect_options())
+
+
+async def _refused_fast(url: str) -> None:
+    """Raise at once when every server of ``url`` refuses TCP connections.
+
+    The client library keeps retrying a refused server until its connect
+    timeout; a person typing a command wants to hear "nothing listens there"
+    now. A server that does not answer at all (a firewall) is left to the
+    connect timeout.
+    """
+
+    async def refused(server: str) -> bool:
+        parts = urlsplit(server.strip() if "://" in server else f"nats://{server.strip()}")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port or 4222), PROBE_TIMEOUT)
+        except ConnectionRefusedError:
+            return True
+        except (OSError, asyncio.TimeoutError, ValueError):
+            return False
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
+        return False
+
+    servers = [s for s in url.split(",") if s.strip()]
+    if servers and all(await asyncio.gather(*(refused(s) for s in servers))):
+        raise NatsUnavailableError(f"NATS refused the connection at {url}: is `foundation up` (or nats-server) "
+                                   "running there? (--url or nats.url of --config)")
 
 
 def client_url(args: Any, cfg: Config) -> str:

@@ -10,17 +10,19 @@ from broker import decode, encode
 from config.errors import FoundationError
 from protocols.registry import QUERY_SUBJECT
 from supervisor.cli.common import add_client_options, connect_client, load
+from supervisor.cli.output import add_json_option, emit, table
+from supervisor.control import ControlError
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("registry", help="the agent registry")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     ls = verbs.add_parser("ls", help="list live agents")
-    ls.add_argument("--capability")
-    ls.add_argument("--pool")
-    ls.add_argument("--node")
-    ls.add_argument("--status", choices=["starting", "ready", "busy", "draining"])
-    ls.add_argument("--json", action="store_true", help="print the raw JSON reply")
+    ls.add_argument("--capability", help="only agents with this capability (pools.<name>.capabilities)")
+    ls.add_argument("--pool", help="only the agents of this pool")
+    ls.add_argument("--node", help="only the agents running on this node")
+    ls.add_argument("--status", choices=["starting", "ready", "busy", "draining"], help="only agents in this state")
+    add_json_option(ls)
     add_client_options(ls)
     ls.set_defaults(func=run_ls)
 
@@ -36,7 +38,7 @@ def run_ls(args: argparse.Namespace) -> int:
         try:
             msg = await nc.request(QUERY_SUBJECT, encode(request), timeout=10)
         except nats.errors.NoRespondersError:
-            raise FoundationError("no node answers registry queries; is `foundation up` running?") from None
+            raise ControlError("no node answers registry queries; is `foundation up` running?", 503) from None
         finally:
             await nc.close()
         return decode(msg.data)
@@ -44,15 +46,15 @@ def run_ls(args: argparse.Namespace) -> int:
     reply = asyncio.run(go())
     if not reply.get("ok"):
         raise FoundationError(f"registry query failed: {reply.get('error')}")
-    if args.json:
-        print(encode(reply).decode())
-        return 0
-    print(f"{'ID':<28} {'POOL':<12} {'NODE':<12} {'PID':>7} {'STATUS':<9} {'IN-FLIGHT':>9} {'PROCESSED':>9}  CAPABILITIES")
+    emit(reply, args, _text)
+    return 0
+
+
+def _text(reply: dict[str, Any]) -> str:
+    rows = []
     for e in reply["entries"]:
         load_ = e.get("load") or {}
-        print(
-            f"{e['id']:<28} {e['pool']:<12} {e['node']:<12} {e['pid']:>7} {e['status']:<9} "
-            f"{load_.get('in_flight', 0):>9} {load_.get('processed', 0):>9}  {','.join(e.get('capabilities', []))}"
-        )
-    print(f"{reply['count']} agent(s)")
-    return 0
+        rows.append([e["id"], e["pool"], e["node"], e["pid"], e["status"], load_.get("in_flight", 0),
+                     load_.get("processed", 0), ",".join(e.get("capabilities", []))])
+    lines = [table(["ID", "POOL", "NODE", "PID", "STATUS", "IN FLIGHT", "PROCESSED", "CAPABILITIES"], rows)]
+    return "\n".join([*lines, f"{reply['count']} agent(s)"])

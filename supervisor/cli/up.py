@@ -16,7 +16,8 @@ from supervisor.cli.common import add_config_option, check_handlers, load
 def register(sub: Any) -> None:
     p = sub.add_parser("up", help="start the node: embedded NATS (if configured), pools, /metrics")
     add_config_option(p)
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="least severe log lines shown on stderr (default INFO)")
     p.set_defaults(func=run)
 
 

@@ -23,6 +23,7 @@ from protocols.variables import (
 )
 from supervisor.agents import propose_variable
 from supervisor.cli.common import add_client_options, connect_client, load
+from supervisor.cli.output import add_json_option, emit, table
 from supervisor.control import request
 
 
@@ -30,19 +31,22 @@ def register(sub: Any) -> None:
     p = sub.add_parser("vars", help="shared variables: list, read, propose a change")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     ls = verbs.add_parser("ls", help="every variable with its type, bounds and value")
+    add_json_option(ls)
     add_client_options(ls)
     ls.set_defaults(func=lambda a: _run(a, _ls))
     get = verbs.add_parser("get", help="one variable's value and change history")
-    get.add_argument("name")
+    get.add_argument("name", help="the variable")
+    add_json_option(get)
     add_client_options(get)
     get.set_defaults(func=lambda a: _run(a, _get))
     prop = verbs.add_parser("propose", help="propose a new value; agents with a stake vote on it")
-    prop.add_argument("name")
+    prop.add_argument("name", help="the variable")
     prop.add_argument("value", help="a JSON value: 0.01, 64, '\"adam\"', true")
-    prop.add_argument("--reason", default="")
+    prop.add_argument("--reason", default="", help="why, kept in the variable's history")
     prop.add_argument("--deadline", type=float, default=2.0, help="seconds the stakeholders have to vote")
     prop.add_argument("--node", help="with [auth] enabled, the node that runs the vote and writes the value "
                       "(default: this host's node name)")
+    add_json_option(prop)
     add_client_options(prop)
     prop.set_defaults(func=lambda a: _run(a, _propose))
 
@@ -66,15 +70,25 @@ async def _ls(nc: Any, kv: Any, args: argparse.Namespace) -> int:
     from protocols.variables import variable_to_dict
 
     space = await load_space(kv)
-    if not len(space):
-        print("no variables declared (add [variables.NAME] tables to the config)")
-        return 0
     store = VariableStore(kv, space, approval=None)  # type: ignore[arg-type]  # reading only
+    rows = []
     for var in space:
         change = await store.current(var.name)
-        spec = {k: v for k, v in variable_to_dict(var).items() if k != "default"}
-        print(f"{var.name:<24} {orjson.dumps(change.value).decode():<16} {orjson.dumps(spec).decode()}")
+        rows.append({"name": var.name, "value": change.value, "version": change.version,
+                     "spec": {k: v for k, v in variable_to_dict(var).items() if k != "default"}})
+
+    def text(rows: list[dict[str, Any]]) -> str:
+        if not rows:
+            return "no variables declared (add [variables.NAME] tables to the config)"
+        return table(["NAME", "VALUE", "VERSION", "DEFINITION"],
+                     [[r["name"], _json(r["value"]), r["version"], _json(r["spec"])] for r in rows])
+
+    emit(rows, args, text)
     return 0
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 async def _get(nc: Any, kv: Any, args: argparse.Namespace) -> int:
@@ -82,9 +96,15 @@ async def _get(nc: Any, kv: Any, args: argparse.Namespace) -> int:
     space[args.name]  # an unknown name raises with the list of known ones
     store = VariableStore(kv, space, approval=None)  # type: ignore[arg-type]  # reading only
     current = await store.current(args.name)
-    print(f"{args.name} = {orjson.dumps(current.value).decode()}")
-    for change in await store.history(args.name):
-        print(f"  v{change.version}: {orjson.dumps(change.value).decode()}  by {change.proposer or '-'}  {change.reason}")
+    history = [{"version": c.version, "value": c.value, "proposer": c.proposer, "reason": c.reason}
+               for c in await store.history(args.name)]
+
+    def text(reply: dict[str, Any]) -> str:
+        lines = [f"{args.name} = {_json(reply['value'])}"]
+        lines += [f"  v{c['version']}: {_json(c['value'])}  by {c['proposer'] or '-'}  {c['reason']}" for c in reply["history"]]
+        return "\n".join(lines)
+
+    emit({"name": args.name, "value": current.value, "version": current.version, "history": history}, args, text)
     return 0
 
 
@@ -99,7 +119,7 @@ async def _propose(nc: Any, kv: Any, args: argparse.Namespace) -> int:
         # Only nodes may write the variables bucket: a node runs the vote and applies the change.
         body = {"name": args.name, "value": value, "reason": args.reason, "proposer": proposer, "deadline": args.deadline}
         reply = await request(nc, args.node or cfg.node.name, "propose", body, timeout=args.deadline + 15)
-        print(f"{args.name} = {orjson.dumps(reply['value']).decode()} (accepted)")
+        _accepted(args, reply)
         return 0
     async with open_registry(nc) as registry:
         try:
@@ -111,5 +131,9 @@ async def _propose(nc: Any, kv: Any, args: argparse.Namespace) -> int:
             raise FoundationError(f"not accepted: {exc.verdict.reason}") from None
         except VariableConflictError:
             raise FoundationError("another change landed first; read the new value and propose again") from None
-    print(f"{args.name} = {orjson.dumps(change.value).decode()} (accepted)")
+    _accepted(args, {"name": args.name, "value": change.value, "version": change.version})
     return 0
+
+
+def _accepted(args: argparse.Namespace, reply: dict[str, Any]) -> None:
+    emit({**reply, "accepted": True}, args, lambda r: f"{r['name']} = {_json(r['value'])} (accepted)")

@@ -118,7 +118,7 @@ async def test_drain_stops_fetching_finishes_in_flight_and_resume_restarts(tmp_p
             for t in sorted(first):
                 await publish_task(js, "p", {"seconds": 0.5}, task_id=t)
             await results.wait_for(1, timeout=30)  # the workers are busy
-            drained = await asyncio.to_thread(_cli, "drain", "--node", "test", "--url", nats_url)
+            drained = await asyncio.to_thread(_cli, "drain", "--json", "--node", "test", "--url", nats_url)
             assert drained.returncode == 0, drained.stderr
             # The reply comes once both workers drained: the tasks they held
             # are done, nothing is in flight on this node.
@@ -139,7 +139,7 @@ async def test_drain_stops_fetching_finishes_in_flight_and_resume_restarts(tmp_p
                 await request(nc, "test", "scale", {"pool": "p", "size": 3})
             assert err.value.code == 409
 
-            resumed = await asyncio.to_thread(_cli, "resume", "p", "--node", "test", "--url", nats_url)
+            resumed = await asyncio.to_thread(_cli, "resume", "p", "--json", "--node", "test", "--url", nats_url)
             assert resumed.returncode == 0, resumed.stderr
             assert decode(resumed.stdout.encode()) == {"resumed": {"p": ["p.0", "p.1"]}}
             got = await results.wait_for(first | later, timeout=60)

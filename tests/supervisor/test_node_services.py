@@ -25,3 +25,12 @@ async def test_a_node_with_no_pools_answers_ping_and_status(tmp_path: Path) -> N
             await nc.close()
         assert node.ready["STATUS"] == "pools: none"
     assert node.proc.returncode == 0
+
+
+def test_stopping_many_workers_logs_one_summary_not_a_line_each(tmp_path: Path) -> None:
+    with start_node(tmp_path, pools={"echo": {"handler": "workers.examples:echo", "size": 4}}) as node:
+        pass
+    out = "".join(node.output)
+    assert node.proc.returncode == 0
+    assert "disconnected" not in out
+    assert "node test: stopped (4 worker(s) drained, NATS connections closed)\n" in out

@@ -59,7 +59,8 @@ async def test_a_proposal_from_the_cli_is_voted_by_the_workers_and_seen_live(tmp
         pids = await worker_pids(nc, "v")
         listed = await cli("vars", "ls", "--url", nats_url)
         assert listed.returncode == 0, listed.stderr
-        assert [line.split()[:2] for line in listed.stdout.splitlines()] == [["lr", "0.01"], ["mode", '"fast"']]
+        assert [line.split()[:3] for line in listed.stdout.splitlines()] == [
+            ["NAME", "VALUE", "VERSION"], ["lr", "0.01", "0"], ["mode", '"fast"', "0"]]
         before = await values_seen(js, "lr", 0.01, {"v.0", "v.1"})
         assert all(seen["names"] == ["lr", "mode"] for seen in before.values())
 
