@@ -27,7 +27,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from broker import NatsUnavailableError
 from config.errors import ConfigError, FoundationError
-from supervisor.cli import auth, chaos, cluster, control, dashboards, market, publish, registry, up, variables
+from supervisor.cli import auth, chaos, cluster, control, dashboards, market, publish, registry, top, up, variables
 from supervisor.control import ControlError
 
 EXIT_OK = 0
@@ -37,7 +37,7 @@ EXIT_UNAVAILABLE = 5  # NATS or the node cannot be reached
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `yes | head`
 
-COMMANDS = [up, publish, control, registry, variables, chaos, market, cluster, dashboards, auth]
+COMMANDS = [up, publish, control, top, registry, variables, chaos, market, cluster, dashboards, auth]
 
 EXIT_CODES = """exit codes:
   0    done
