@@ -17,6 +17,7 @@
 * :mod:`broker.monitor` — polling a server's monitoring endpoint (/varz, /jsz).
 * :mod:`broker.workqueue` — the pull consumer a worker takes tasks from, and settles them with.
 * :mod:`broker.outcomes` — storing results and dead letters (pipelined PubAcks).
+* :mod:`broker.casbucket` — a KV bucket with compare-and-set writes (agent states).
 """
 
 from broker import catalog, monitor, subjects
@@ -75,6 +76,7 @@ from broker.streams import (
     stream_configs,
     watch_update,
 )
+from broker.casbucket import CasBucket, CasConflictError
 from broker.outcomes import AckedPublisher, OutcomeStore
 from broker.workqueue import Message, WorkQueue
 from broker.tasks import (
@@ -89,7 +91,7 @@ __all__ = [
     "reply_allowed", "request_reply", "AuthInitError", "Identity", "IdentityError", "NKEY_ENV", "PASSWORD_ENV", "ROLES", "identity_for",
     "identity_from_config", "init_auth", "role_identity", "worker_agents", "worker_identity",
     "BodyTooLargeError", "ClusterError", "CodecError", "DeclarationError", "LocalCluster", "declare_all", "is_transient", "publish_retrying", "retrying", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",
-    "AckedPublisher", "BrokerClosedError", "BrokerUnavailableError", "Message", "OutcomeStore", "WorkQueue", "translated",
+    "AckedPublisher", "CasBucket", "CasConflictError", "BrokerClosedError", "BrokerUnavailableError", "Message", "OutcomeStore", "WorkQueue", "translated",
     "ServerAddress", "TRANSIENT_ERRORS", "ServerNotReadyError", "ServerOptions", "connect", "consumer_config", "decode",
     "dead_letter_headers", "declare_pool_consumer", "declare_streams", "error_line", "result_body", "die_with_parent", "encode", "jetstream", "key_value",
     "one_line", "publish_task", "read_stream", "ResultCollector", "collect_results", "task_id_of", "server_binary", "stream_configs", "subjects", "wait_ready", "monitor", "catalog", "StaleWatchError", "reconnects", "watch_update",

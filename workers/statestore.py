@@ -24,12 +24,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats.errors
-import nats.js.errors
-from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
-
-from broker import TRANSIENT_ERRORS, CodecError, decode, key_value, subjects
+from broker import TRANSIENT_ERRORS, CasBucket, CasConflictError, CodecError, decode, subjects
 from config.errors import WorkerError
 
 log = logging.getLogger("foundation.worker.state")
@@ -102,28 +97,27 @@ def agent_key(node: str, slot: str) -> str:
 
 
 class StateStore:
-    """Reads and compare-and-set writes of agent states.
+    """Reads and compare-and-set writes of agent states, in a :class:`broker.CasBucket`.
 
-    Transient NATS errors (timeouts, reconnecting) propagate unchanged: the
-    caller decides whether to retry, because a timed-out write may or may not
-    have been stored.
+    Transient NATS errors (timeouts, reconnecting) propagate as
+    :class:`broker.BrokerUnavailableError`: the caller decides whether to
+    retry, because a timed-out write may or may not have been stored.
     """
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: CasBucket) -> None:
         self.kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> "StateStore":
+    async def open(cls, js: Any) -> "StateStore":
         """Open (creating if needed) the ``agent_state`` bucket."""
-        return cls(await key_value(js, subjects.AGENT_STATE_BUCKET))
+        return cls(await CasBucket.open(js, subjects.AGENT_STATE_BUCKET))
 
     async def load(self, key: str) -> StoredState:
         """The stored state of ``key``; an empty one at revision 0 if none."""
-        try:
-            entry = await self.kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
+        got = await self.kv.get(key)
+        if got is None:
             return StoredState()
-        return StoredState.parse_or_empty(key, entry.value or b"", entry.revision or 0)
+        return StoredState.parse_or_empty(key, *got)
 
     async def write(self, key: str, data: bytes, revision: int) -> int:
         """Store ``data`` if the key is still at ``revision``; the new revision.
@@ -132,27 +126,19 @@ class StateStore:
             StateConflictError: the key is at another revision.
         """
         try:
-            if revision == 0:
-                return await self.kv.create(key, data)
-            return await self.kv.update(key, data, last=revision)
-        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            return await self.kv.update(key, data, revision)
+        except CasConflictError as exc:
             raise StateConflictError(f"agent state {key} is no longer at revision {revision}") from exc
 
     async def peers(self, pool: str, timeout: float = 5.0) -> dict[str, StoredState]:
         """The stored states of every agent of ``pool``, on any node, by key."""
         out: dict[str, StoredState] = {}
-        watcher = await self.kv.watch(f"*.{subjects.token(pool, 'pool name')}.*", ignore_deletes=True)
-        try:
-            while True:
-                entry = await watcher.updates(timeout=timeout)
-                if entry is None:  # caught up with the values stored now
-                    return out
-                try:
-                    out[entry.key] = StoredState.parse(entry.value or b"", entry.revision or 0)
-                except StateRecordError as exc:
-                    log.warning("agent state %s skipped: %s", entry.key, exc)
-        finally:
-            await watcher.stop()
+        for key, (raw, revision) in (await self.kv.values(f"*.{subjects.token(pool, 'pool name')}.*", timeout)).items():
+            try:
+                out[key] = StoredState.parse(raw, revision)
+            except StateRecordError as exc:
+                log.warning("agent state %s skipped: %s", key, exc)
+        return out
 
 
 TRANSIENT = TRANSIENT_ERRORS  # re-exported for the state modules
