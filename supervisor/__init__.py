@@ -76,20 +76,29 @@ The tree of a node (``foundation up``)::
 
     root (rest_for_one, [supervisor] max_restarts/max_seconds)
       ├─ nats-server        only when nats.url is empty
+      ├─ node-services      the node's connection, streams, control service,
+      │                     registry, quota candidates, variables
       ├─ pool:<name>        one_for_one, the pool's max_restarts/max_seconds
       │    ├─ <name>.0
       │    └─ <name>.1 …
       └─ …
 
-Around the tree (:mod:`supervisor.node`): lifecycle events on
+Around the tree (:mod:`supervisor.node`): the ``nats.store_dir`` lock
+(:mod:`supervisor.storelock`), lifecycle events on
 ``foundation.events.<node>.<kind>`` (:mod:`supervisor.events`), the control
-service (:mod:`supervisor.control`, :mod:`supervisor.endpoints`), autoscaling
+service (:mod:`supervisor.services`, :mod:`supervisor.control`,
+:mod:`supervisor.endpoints`), autoscaling
 (:mod:`supervisor.autoscale`), systemd notify and watchdog
 (:mod:`supervisor.systemd`), and ``/metrics`` (:mod:`supervisor.metrics`).
+
+Tests, chaos runs and benchmarks run throwaway nodes with
+:mod:`supervisor.harness` (:func:`start_node`, :class:`NodeProcess`).
 """
 
 from supervisor.children import ChildStartError, ExitInfo, ProcessChild
+from supervisor.harness import NodeFailedError, NodeProcess, start_node, write_config
 from supervisor.pool import PoolDrainedError, PoolSupervisor
+from supervisor.storelock import StoreLockedError, lock_store
 from supervisor.tree import (
     CAUSES,
     EXIT_ESCALATED,
@@ -101,5 +110,6 @@ from supervisor.tree import (
 
 __all__ = [
     "CAUSES", "EXIT_ESCALATED", "EXIT_START_FAILED", "STRATEGIES", "ChildStartError", "ExitInfo",
-    "IntensityExceededError", "PoolDrainedError", "PoolSupervisor", "ProcessChild", "Supervisor",
+    "IntensityExceededError", "NodeFailedError", "NodeProcess", "PoolDrainedError", "PoolSupervisor", "ProcessChild",
+    "StoreLockedError", "Supervisor", "lock_store", "start_node", "write_config",
 ]
