@@ -12,6 +12,7 @@ result was stored before its ack.
 from __future__ import annotations
 
 import asyncio
+import datetime
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -53,7 +54,9 @@ class StubMsg:
         self.data = raw if raw is not None else encode(body)
         self.headers = {subjects.MSG_ID: task_id, **(headers or {})}
         self.reply = f"$JS.ACK.TASKS.pool-t.{attempt}.{seq}.{seq}.0.0.0"
-        self.metadata = SimpleNamespace(sequence=SimpleNamespace(stream=seq), num_delivered=attempt)
+        # timestamp: when the task was stored in TASKS (its publish), as the server reports it
+        self.metadata = SimpleNamespace(sequence=SimpleNamespace(stream=seq), num_delivered=attempt,
+                                        timestamp=datetime.datetime.now(datetime.timezone.utc))
         self.task_id = task_id
 
 

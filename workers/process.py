@@ -98,9 +98,10 @@ async def _serve(spec: WorkerSpec, handler: Handler, channel: Any) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     log = logging.getLogger("foundation.worker")
     agent = WorkerAgent(nc, spec.pool, spec.worker_id, spec.node, handler, registry_ttl=spec.registry_ttl)
+    metrics = MetricsMiddleware()
     try:
         step = market_step(agent) if spec.pool.dispatch == "market" else None  # workers.market
-        worker = Worker(spec.pool, spec.worker_id, nc, handler, node=spec.node, middleware=[MetricsMiddleware()],
+        worker = Worker(spec.pool, spec.worker_id, nc, handler, node=spec.node, middleware=[metrics],
                         gate=agent.gate, variables=agent.variables, step=step)
         await worker.bind()
         await agent.start(worker, stop)  # registry entry, variables, voters: before "ready"
@@ -113,6 +114,7 @@ async def _serve(spec: WorkerSpec, handler: Handler, channel: Any) -> int:
         _report(channel, ERROR_PREFIX + str(exc).encode())
         return EXIT_ERROR
     finally:
+        metrics.flush()
         await agent.stop()  # unregisters on the way out
         await _close(nc)
     if reason != STOPPED:

@@ -13,9 +13,13 @@ TASKS, POOLS, SUP, COORD, NATS = "task-metrics", "pool-metrics", "supervision-me
 RP = 'node=~"$node", pool=~"$pool"'  # selector on the recording rules (they keep node and pool)
 
 
-def _latency(q: float, by: str = "") -> str:
+def _latency(q: float, by: str = "", metric: str = "foundation_task_duration_seconds") -> str:
     keep = f"le, {by}" if by else "le"
-    return f"histogram_quantile({q}, sum by ({keep}) (node_pool:foundation_task_duration_seconds_bucket:rate1m{{{RP}}}))"
+    return f"histogram_quantile({q}, sum by ({keep}) (node_pool:{metric}_bucket:rate1m{{{RP}}}))"
+
+
+def _wait(q: float, by: str = "") -> str:
+    return _latency(q, by, "foundation_task_queue_wait_seconds")
 
 
 def overview():
@@ -29,8 +33,9 @@ def overview():
             Spec("Restarts (1h)", f"sum(increase(foundation_worker_restarts_total{{{POOL}}}[1h]))", SUP, "Worker restarts in the last hour, all causes.", kind="stat", width=4, warn=1, crit=10),
         ]),
         ("Flow", [
-            Spec("Throughput by pool", f"sum by (pool) (node_pool:foundation_tasks_processed:rate1m{{{RP}}})", TASKS, "Tasks completed per second, per pool.", unit="reqps", legend="{{pool}}", width=12),
-            Spec("Handler latency p99", _latency(0.99), TASKS, "99th percentile of handler run time over the selected pools.", unit="s", legend="p99", width=12, warn=1, crit=10),
+            Spec("Throughput by pool", f"sum by (pool) (node_pool:foundation_tasks_processed:rate1m{{{RP}}})", TASKS, "Tasks completed per second, per pool.", unit="reqps", legend="{{pool}}", width=8),
+            Spec("Queue wait p99", _wait(0.99), TASKS, "99th percentile of the time from publish to the start of a task's first attempt.", unit="s", legend="p99", width=8, warn=10, crit=60),
+            Spec("Handler latency p99", _latency(0.99), TASKS, "99th percentile of handler run time over the selected pools.", unit="s", legend="p99", width=8, warn=1, crit=10),
             Spec("Backlog by pool", f"sum by (pool) (foundation_pool_backlog{{{POOL}}})", POOLS, "Tasks waiting in each pool's consumer, not yet delivered.", legend="{{pool}}", width=8),
             Spec("Failures/s", f"sum by (pool) (node_pool:foundation_tasks_failed:rate1m{{{RP}}})", TASKS, "Handler exceptions per second (each attempt).", unit="reqps", legend="{{pool}}", width=8),
             Spec("Dead letters by reason", f"sum by (reason) (increase(foundation_tasks_dead_lettered_total{{{POOL}}}[$__rate_interval]))", TASKS, "Tasks sent to the DLQ: exhausted retries, invalid body, or a worker that died on every attempt.", legend="{{reason}}", width=8, stack=True),
@@ -49,11 +54,15 @@ def pools():
             Spec("Dead-lettered", f"sum by (pool, reason) (increase(foundation_tasks_dead_lettered_total{{{POOL}}}[$__rate_interval]))", TASKS, "Tasks sent to the DLQ, by reason.", legend="{{pool}} {{reason}}", stack=True),
             Spec("Deduplicated/s", rate("foundation_tasks_deduplicated_total", POOL, "pool"), TASKS, "Redelivered tasks found already applied: their result re-published, not run again.", unit="reqps", legend="{{pool}}"),
             Spec("Abandoned/s", rate("foundation_tasks_abandoned_total", POOL, "pool"), TASKS, "Tasks handed back without an outcome (the worker stopped or lost the delivery).", unit="reqps", legend="{{pool}}"),
+            Spec("Redeliveries/s", rate("foundation_task_redeliveries_total", POOL, "pool"), TASKS, "Deliveries after a task's first: retries, and redeliveries after a lost worker.", unit="reqps", legend="{{pool}}"),
+            Spec("Results stored/s", f"sum by (pool) (node_pool:foundation_results_stored:rate1m{{{RP}}})", TASKS, "Results stored on results.<pool>: completed, dead-lettered (ok=false) and re-published.", unit="reqps", legend="{{pool}}"),
         ]),
         ("Latency", [
-            Spec("Handler p50", _latency(0.5, "pool"), TASKS, "Median handler run time.", unit="s", legend="{{pool}}"),
-            Spec("Handler p99", _latency(0.99, "pool"), TASKS, "99th percentile of handler run time.", unit="s", legend="{{pool}}", warn=1, crit=10),
-            Spec("In flight", f"sum by (pool) (foundation_tasks_in_flight{{{POOL}}})", TASKS, "Tasks being handled now.", legend="{{pool}}"),
+            Spec("Queue wait p50", _wait(0.5, "pool"), TASKS, "Median time from publish to the start of a task's first attempt.", unit="s", legend="{{pool}}", width=6),
+            Spec("Queue wait p99", _wait(0.99, "pool"), TASKS, "99th percentile of the time from publish to the start of a first attempt.", unit="s", legend="{{pool}}", width=6, warn=10, crit=60),
+            Spec("Handler p50", _latency(0.5, "pool"), TASKS, "Median handler run time.", unit="s", legend="{{pool}}", width=6),
+            Spec("Handler p99", _latency(0.99, "pool"), TASKS, "99th percentile of handler run time.", unit="s", legend="{{pool}}", width=6, warn=1, crit=10),
+            Spec("In flight", f"sum by (pool) (foundation_tasks_in_flight{{{POOL}}})", TASKS, "Tasks being handled now.", legend="{{pool}}", width=24),
         ]),
         ("Consumer and streams", [
             Spec("Backlog", f"sum by (pool) (foundation_pool_backlog{{{POOL}}})", POOLS, "Tasks waiting, not yet delivered (consumer num_pending).", legend="{{pool}}", warn=1000, crit=10000),
