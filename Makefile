@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench dashboards chaos cluster-soak clean
+.PHONY: run test bench dashboards chaos cluster-soak cluster-protocols clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,14 @@ chaos: $(STAMP)
 # The cluster failover tests (kill -9 of stream leaders on a real 3-server
 # cluster) run once in `make test`; this repeats them SOAK_RUNS times.
 SOAK_RUNS ?= 10
+
 cluster-soak: $(STAMP)
 	for i in $$(seq $(SOAK_RUNS)); do $(BIN)/python -m pytest -q -p no:cacheprovider tests/broker/test_cluster.py tests/supervisor/test_cluster_failover.py tests/supervisor/test_cluster_services.py || exit 1; done
+
+# The coordination protocols' tests on a 3-server cluster with 3 replicas of
+# every bucket, instead of one server.
+cluster-protocols: $(STAMP)
+	FOUNDATION_TEST_CLUSTER=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/protocols
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

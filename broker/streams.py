@@ -39,6 +39,19 @@ log = logging.getLogger("foundation.broker")
 
 _EXISTS = 10058  # stream name already in use: another node declared it first
 
+_lazy_replicas = 1  # replicas of a bucket created on first use (key_value), see set_lazy_replicas
+
+
+def set_lazy_replicas(replicas: int) -> None:
+    """Replicas of the buckets this process creates on first use (default 1).
+
+    A node declares every catalog bucket with ``nats.replicas`` before
+    anything opens one; this is for processes that create buckets of their
+    own on a cluster (tests, tools).
+    """
+    global _lazy_replicas
+    _lazy_replicas = replicas
+
 
 class DeclarationError(BrokerError):
     """A stream or bucket exists with settings this declaration cannot reach."""
@@ -202,7 +215,7 @@ async def key_value(
     ttl: float | None = None,
     per_key_ttl: bool = False,
 ) -> KeyValue:
-    """Open a KV bucket, creating it (with one replica) if it is missing.
+    """Open a KV bucket, creating it (with one replica, see :func:`set_lazy_replicas`) if it is missing.
 
     A bucket of the catalog takes the catalog's settings; the keyword
     arguments describe any other bucket (a test's, say).
@@ -225,7 +238,7 @@ async def key_value(
     if kv is not None:
         return kv
     try:
-        return await retrying(lambda: _create_bucket(js, spec, 1), what=f"create KV bucket {bucket!r}")
+        return await retrying(lambda: _create_bucket(js, spec, _lazy_replicas), what=f"create KV bucket {bucket!r}")
     except APIError as exc:
         if exc.err_code == _EXISTS:  # created concurrently by another process
             return await retrying(lambda: js.key_value(bucket), what=f"open KV bucket {bucket!r}")

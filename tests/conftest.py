@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from broker import EmbeddedServer, LocalCluster, ServerOptions, connect
+from broker import EmbeddedServer, LocalCluster, ServerOptions, connect, declare_all, jetstream
+from broker.streams import set_lazy_replicas
+from config import NatsConfig
 
 
 @pytest.fixture
@@ -33,8 +37,26 @@ def nats_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
-def nats_url(nats_server: EmbeddedServer) -> str:
-    return nats_server.url
+def nats_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of the test's NATS: one server, or with ``FOUNDATION_TEST_CLUSTER=1``
+    (``make cluster-protocols``) a 3-server cluster whose streams and buckets
+    all have 3 replicas, those a test creates on first use included."""
+    if not os.environ.get("FOUNDATION_TEST_CLUSTER"):
+        yield request.getfixturevalue("nats_server").url
+        return
+    cluster = request.getfixturevalue("nats_cluster")
+
+    async def declare() -> None:
+        client = await connect(cluster.url, name="test setup")
+        await declare_all(jetstream(client), NatsConfig(url=cluster.url, replicas=3))
+        await client.close()
+
+    asyncio.run(declare())
+    set_lazy_replicas(3)
+    try:
+        yield cluster.url
+    finally:
+        set_lazy_replicas(1)
 
 
 @pytest.fixture
