@@ -36,6 +36,8 @@ T = TypeVar("T")
 # errors.json): temporarily unavailable, not the leader, stream/consumer offline.
 LEADERLESS_CODES = frozenset({10008, 10009, 10118, 10119})
 
+NO_PEERS = 10005  # no suitable peers for placement: too few servers, or one offline just now
+
 RETRY_DEADLINE = 60.0  # seconds; a leader election takes a few, a server restart tens
 # Longest pause between attempts on the task path (publishes, fetches, result
 # stores): a new leader is usually elected 4-6 s after a kill -9, and a client
@@ -51,7 +53,10 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, nats.js.errors.APIError):
         if exc.err_code in LEADERLESS_CODES or exc.code == 503:
             return True
-        return "leadership" in str(exc.description or "").lower()
+        description = str(exc.description or "").lower()
+        if exc.err_code == NO_PEERS and "offline" in description:
+            return True  # a replica's server is away for now (restarting, or not yet seen current)
+        return "leadership" in description
     return False
 
 

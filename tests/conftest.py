@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -51,7 +52,9 @@ def nats_url(request: pytest.FixtureRequest) -> Iterator[str]:
         await declare_all(jetstream(client), NatsConfig(url=cluster.url, replicas=3))
         await client.close()
 
-    asyncio.run(declare())
+    # In a thread of its own: the fixture may be set up inside a running loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, declare()).result()
     set_lazy_replicas(3)
     try:
         yield cluster.url

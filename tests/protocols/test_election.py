@@ -115,7 +115,9 @@ class Candidates:
 
     async def start(self, *names: str) -> None:
         for name in names:
-            self.links[name] = link = Link(self.url)
+            # On a cluster (make cluster-protocols) candidates talk to different servers.
+            servers = self.url.split(",")
+            self.links[name] = link = Link(servers[len(self.links) % len(servers)])
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "tests.protocols.test_election", await link.start(), name, str(TTL),
                 str(self.resource),

@@ -154,7 +154,7 @@ async def test_without_a_service_acquire_fails_with_unavailable(clients) -> None
 async def test_bad_request_from_a_plain_client_gets_an_error_reply(nc, nats_url: str) -> None:
     async with open_quota_service(nc, "api", Budget(RATE), name="node-a") as service:
         await asyncio.wait_for(service.leading.wait(), 10)
-        plain = await nats.connect(nats_url)
+        plain = await nats.connect(servers=nats_url.split(","))
         try:
             reply = await plain.request(request_subject("api"), b'{"op": "tokens", "holder": "x"}', timeout=5)
             good = await plain.request(request_subject("api"), b'{"op": "tokens", "holder": "x", "want": 3}',

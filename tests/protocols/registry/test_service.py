@@ -39,7 +39,7 @@ async def registry(nc) -> AsyncIterator[Registry]:
 
 @pytest.fixture
 async def plain(nats_url: str) -> AsyncIterator[nats.NATS]:
-    client = await nats.connect(nats_url)  # no Foundation code on this side
+    client = await nats.connect(servers=nats_url.split(","))  # no Foundation code on this side
     try:
         yield client
     finally:
