@@ -31,10 +31,11 @@ from typing import Any
 
 import orjson
 
-from broker import connect, die_with_parent
+from broker import Identity, connect, die_with_parent
 from config.errors import FoundationError
 from protocols.bft.keys import Signer, StaticKeyDirectory
 from protocols.bft.participant import Participant
+from protocols.bft.signed_keys import load_signed_key_directory
 
 _MAX_CONTROL_LINE = 4096
 
@@ -49,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id", required=True, help="this member's id, as in the keys file")
     parser.add_argument("--seed-file", required=True, type=Path, help="file holding this member's nkeys seed")
     parser.add_argument("--keys", required=True, type=Path, help="JSON object: member id -> public key")
+    parser.add_argument("--operator-key", metavar="U…", help="accept --keys only if signed by this operator key "
+                        "(`foundation auth sign-keys`; the key is in operator.pub of `foundation auth init`)")
+    parser.add_argument("--nkey", type=Path, help="connect to NATS with this nkey seed (e.g. worker.nk of auth init)")
     parser.add_argument("--group", required=True)
     parser.add_argument("--instance", required=True)
     parser.add_argument("--proposal", required=True, help="JSON value to propose")
@@ -63,9 +67,17 @@ async def run(args: argparse.Namespace) -> int:
     if args.die_with_parent:
         die_with_parent()
     signer = Signer(args.id, args.seed_file.read_bytes().strip())
-    directory = StaticKeyDirectory(orjson.loads(args.keys.read_bytes()))
+    try:
+        if args.operator_key:
+            directory = load_signed_key_directory(args.keys, [args.operator_key])
+        else:
+            directory = StaticKeyDirectory(orjson.loads(args.keys.read_bytes()))
+        identity = Identity(nkey_seed_file=str(args.nkey)) if args.nkey else Identity()
+        nc = await connect(args.url, name=f"bft-{args.id}", **identity.connect_options())
+    except FoundationError as exc:  # a key file that does not verify, a refused identity
+        _emit({"event": "error", "id": args.id, "error": f"{type(exc).__name__}: {exc}"})
+        return 2
     proposal = orjson.loads(args.proposal)
-    nc = await connect(args.url, name=f"bft-{args.id}")
     participant = Participant(nc, signer, directory, linger=None)
     participant.paused = args.isolated
     start = asyncio.Event()
