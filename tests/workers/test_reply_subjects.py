@@ -66,7 +66,7 @@ async def test_a_control_request_without_an_inbox_is_not_acted_on(nc, caplog) ->
         calls.append(args)
         return {"drained": {}}
 
-    service = await serve_control(nc, "n1", {"drain": drain})
+    service = await serve_control(nc, "n1", {"drain": drain}, spawn=asyncio.get_running_loop().create_task)
     try:
         with caplog.at_level(logging.WARNING, logger="foundation.broker.replies"):
             # A reflected answer (no reply, or a reply that is no inbox) must not drain the node.
