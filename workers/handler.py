@@ -100,11 +100,17 @@ class Handler:
             self._pool.close()
 
 
+SPAWN_AFTER = 0.001  # seconds calls wait for a busy thread before another is started
+
+
 class HandlerThreads:
     """Up to ``size`` threads running sync handler calls for one event loop.
 
     A call is queued in a deque; an idle thread is woken only when there is
-    one (busy threads take the next call themselves). A finished call's
+    one (busy threads take the next call themselves), and another thread is
+    started only when calls have waited :data:`SPAWN_AFTER` for one: quick
+    handlers run on a thread or two instead of fighting over the GIL on
+    hundreds, blocking ones still get up to ``size``. A finished call's
     result is queued back, and the loop is woken once for all the results
     queued since it last looked (``call_soon_threadsafe`` writes a pipe).
     Threads are started as needed and are daemons: a stuck handler never
@@ -121,6 +127,7 @@ class HandlerThreads:
         self._idle = 0
         self._threads = 0
         self._looking = False  # the loop was asked to collect results
+        self._spawning = False  # a look at whether calls wait for a thread is scheduled
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -129,17 +136,36 @@ class HandlerThreads:
         future = loop.create_future()
         call = _ThreadCall()
         self._calls.append((call, fn, args, future))
-        start = False
+        start = later = False
         with self._lock:
             if self._idle:
                 self._idle -= 1
                 self._wake.release()
-            elif self._threads < self.size:
-                self._threads += 1
+            elif self._threads == 0:
+                self._threads = 1
                 start = True
+            elif self._threads < self.size and not self._spawning:
+                self._spawning = later = True
         if start:
-            threading.Thread(target=self._work, name=f"handler-{self._threads}", daemon=True).start()
+            self._start_thread()
+        elif later:
+            loop.call_later(SPAWN_AFTER, self._spawn_if_waiting)
         return Running(future, call)
+
+    def _start_thread(self) -> None:
+        threading.Thread(target=self._work, name=f"handler-{self._threads}", daemon=True).start()
+
+    def _spawn_if_waiting(self) -> None:
+        """Another thread, if calls still wait: they block (sleep, I/O) rather than compute."""
+        with self._lock:
+            self._spawning = False
+            if not self._calls or self._idle or self._threads >= self.size or self._closed:
+                return
+            self._threads += 1
+            again = self._spawning = len(self._calls) > 1 and self._threads < self.size
+        self._start_thread()
+        if again:
+            asyncio.get_running_loop().call_later(SPAWN_AFTER, self._spawn_if_waiting)
 
     def close(self) -> None:
         with self._lock:
