@@ -40,7 +40,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from broker import OutcomeStore, decode, result_body, subjects
+from broker import CodecError, OutcomeStore, decode, result_body, subjects
 from config.schema import PoolConfig
 from workers.journal import AttemptJournal
 from workers.metrics import TASKS_DEAD
@@ -136,7 +136,7 @@ class DeadLetters:
         try:
             event = decode(msg.data)
             seq, deliveries = int(event["stream_seq"]), int(event.get("deliveries") or self.pool.max_deliver)
-        except (ValueError, KeyError, TypeError, OverflowError) as exc:
+        except (CodecError, ValueError, KeyError, TypeError, OverflowError) as exc:
             log.warning("ignoring a malformed max-deliveries advisory on %s: %s", msg.subject, exc)
             return
         if not 0 < seq < 2**63 or len(self._tasks) >= MAX_ADVISORY_TASKS:

@@ -36,7 +36,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
-from broker import catalog, decode, encode, key_value, subjects
+from broker import CodecError, catalog, decode, encode, key_value, subjects
 from workers.statestore import TRANSIENT
 
 log = logging.getLogger("foundation.worker.journal")
@@ -133,8 +133,13 @@ class AttemptJournal:
         try:
             while how is None:
                 msg = await sub.next_msg(timeout=timeout)
-                event = decode(msg.data)
-                if event.get("pid") == pid:
+                try:
+                    event = decode(msg.data)
+                except CodecError:
+                    event = None
+                if not isinstance(event, dict):  # written by someone else: not an exit record
+                    log.warning("exit log: skipping a malformed record on %s", msg.subject)
+                elif event.get("pid") == pid:
                     if event.get("kind") == "exit":
                         how = str(event.get("how") or f"exit code {event.get('code')}")
                     elif event.get("kind") == "quota":
