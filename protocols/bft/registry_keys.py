@@ -43,7 +43,7 @@ from typing import Any, Protocol
 import orjson
 
 from protocols.bft.errors import InvalidKeyError, MembershipError
-from protocols.bft.keys import StaticKeyDirectory, public_key
+from protocols.bft.keys import KeyDirectory, StaticKeyDirectory, public_key
 from protocols.registry import Entry
 
 log = logging.getLogger("foundation.protocols.bft")
@@ -102,12 +102,21 @@ class RegistryKeyDirectory:
         min_members: fewer advertised members than this is an error rather
             than a smaller group (guards against deciding before the group
             has assembled, with a quorum of a partial membership).
+        signed: the operator-signed directory (:mod:`protocols.bft.signed_keys`)
+            whose keys alone are trusted: an entry counts only if it advertises
+            the very key the file gives its id for the group. Where agents
+            write their own entries (the permissions of ``foundation auth
+            init``) an advertised key is only the agent's word; with ``signed``
+            the registry says who is live and the operator's file which key is
+            theirs.
     """
 
-    def __init__(self, registry: _EntrySource, *, capability: str | None = None, min_members: int = 1) -> None:
+    def __init__(self, registry: _EntrySource, *, capability: str | None = None, min_members: int = 1,
+                 signed: KeyDirectory | None = None) -> None:
         self.registry = registry
         self.capability = capability
         self.min_members = min_members
+        self.signed = signed
 
     def members(self, group: str) -> Mapping[str, str]:
         """Registry id -> public key of every live entry advertising ``group``.
@@ -116,11 +125,17 @@ class RegistryKeyDirectory:
             MembershipError: fewer than ``min_members`` entries advertise the group.
         """
         entries = self.registry.entries() if self.capability is None else self.registry.find(capability=self.capability)
+        trusted = self.signed.members(group) if self.signed is not None else None
         out: dict[str, str] = {}
         for entry in entries:
             advertised = _advertised(entry)
-            if advertised is not None and group in advertised[1]:
-                out[entry.id] = advertised[0]
+            if advertised is None or group not in advertised[1]:
+                continue
+            if trusted is not None and trusted.get(entry.id) != advertised[0]:
+                log.warning("bft: %s advertises a key for %r that the signed key file does not give it; left out",
+                            entry.id, group)
+                continue
+            out[entry.id] = advertised[0]
         if len(out) < max(self.min_members, 1):
             where = f" with capability {self.capability!r}" if self.capability else ""
             raise MembershipError(

@@ -56,3 +56,35 @@ def test_auth_sign_keys_signs_with_the_operator_seed_of_auth_init(tmp_path: Path
     signed = tmp_path / "keys.signed.json"
     directory = load_signed_key_directory(signed, [operator_public_key(tmp_path / "auth")])
     assert directory.members("anything") == MEMBERS
+
+
+class _Entries:
+    """The registry's cache as RegistryKeyDirectory reads it."""
+
+    def __init__(self, entries: list) -> None:
+        self._entries = entries
+
+    def entries(self) -> list:
+        return list(self._entries)
+
+    def find(self, *, capability: str | None = None) -> list:
+        return [e for e in self._entries if capability is None or capability in e.capabilities]
+
+
+def test_registry_members_count_only_with_the_key_the_signed_file_gives_them() -> None:
+    import os as _os
+
+    from protocols.bft import RegistryKeyDirectory, key_metadata
+    from protocols.registry import Entry
+
+    def entry(pid: str, key: str) -> Entry:
+        return Entry.new(pid, pool="p", node="n1", pid=_os.getpid(), capabilities=["p"],
+                         metadata=key_metadata(key, ["variables"]))
+
+    signed = load_signed_key_directory(sign_key_file({"keys": MEMBERS}, OPERATOR), [OPERATOR.public_key])
+    impostor = Signer("p3", new_seed()).public_key  # p3's entry, rewritten by p3 itself with a key of its choosing
+    live = _Entries([entry("p0", MEMBERS["p0"]), entry("p1", MEMBERS["p1"]), entry("p2", MEMBERS["p2"]),
+                     entry("p3", impostor), entry("p9", Signer("p9", new_seed()).public_key)])
+    assert RegistryKeyDirectory(live).members("variables")["p3"] == impostor  # the registry alone trusts the entry
+    trusted = RegistryKeyDirectory(live, signed=signed).members("variables")
+    assert trusted == {p: MEMBERS[p] for p in ("p0", "p1", "p2")}  # the impostor key and the stranger left out
