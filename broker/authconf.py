@@ -109,7 +109,8 @@ def _list(items: tuple[str, ...]) -> str:
 def _render_permissions(p: Permissions) -> str:
     pub = f"allow: {_list(p.publish)}" + (f", deny: {_list(p.deny_publish)}" if p.deny_publish else "")
     sub = f"allow: {_list(p.subscribe)}" + (f", deny: {_list(p.deny_subscribe)}" if p.deny_subscribe else "")
-    return f"{{\n      publish: {{ {pub} }}\n      subscribe: {{ {sub} }}\n    }}"
+    responses = "\n      allow_responses: true" if p.allow_responses else ""
+    return f"{{\n      publish: {{ {pub} }}\n      subscribe: {{ {sub} }}{responses}\n    }}"
 
 
 def render(users: list[User]) -> str:

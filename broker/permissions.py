@@ -26,11 +26,13 @@ Every role also gets explicit deny rules for what it must never do (deny
 wins over allow in NATS), so a later widening of an allow list cannot
 silently hand out administration.
 
-Replies: the roles that answer requests (worker, operator, node) may
-publish to any ``_INBOX.>`` — a worker sends ``Foundation-Reply-To``
-results there, which are not responses to a request it received, so the
-server's ``allow_responses`` (answer only what you were asked) would not
-cover them; the client answers nothing and may not publish to inboxes.
+Replies: the ``worker.nk`` template answers only requests it received
+(``allow_responses``: one answer each, to the reply subject of that very
+message). A worker slot and the operator may publish to any ``_INBOX.>``:
+a worker sends ``Foundation-Reply-To`` results there and the operator's
+auctions answer bidders' inboxes, neither being a response to a request
+received, which ``allow_responses`` would not cover. The client answers
+nothing and may not publish to inboxes.
 
 Inboxes: an nkey identity uses the inbox prefix ``_INBOX.<its public key>``
 (:func:`inbox_prefix`) and may subscribe only there, so no role but
@@ -73,6 +75,7 @@ class Permissions:
     subscribe: tuple[str, ...]
     deny_publish: tuple[str, ...] = ()
     deny_subscribe: tuple[str, ...] = ()
+    allow_responses: bool = False  # may answer each request it received, once, whatever its reply subject
 
 
 def inbox_prefix(public_key: str) -> str:
@@ -136,9 +139,11 @@ def worker_template(public_key: str) -> Permissions:
     conversations; it consumes no tasks and writes no agent's key."""
     kv_reads = tuple(s for bucket in _BUCKETS for s in _reading(f"KV_{bucket}"))
     return Permissions(
-        publish=(*kv_reads, "coord.bft.>", subjects.METRICS_ROUNDS, "_INBOX.>"),
+        # No inbox at all: it answers (a Byzantine change request) only what it was asked.
+        publish=(*kv_reads, "coord.bft.>", subjects.METRICS_ROUNDS),
         subscribe=("coord.consensus.>", "coord.bft.>", f"{inbox_prefix(public_key)}.>"),
         deny_publish=(*_ADMIN, *_FORGERY, *_CONTROL, *_TASK_FLOW, *_STATE),
+        allow_responses=True,
     )
 
 

@@ -261,3 +261,21 @@ async def test_a_forbidden_request_gets_no_answer_and_the_server_says_why(conns:
         await conns["client"].nc.request("$JS.API.STREAM.DELETE.TASKS", b"", timeout=1)
     assert await conns["client"]._refused('publish to "$js.api.stream.delete.tasks"')
     assert (await jetstream(conns["node"].nc).stream_info(subjects.TASKS_STREAM)).config.name == subjects.TASKS_STREAM
+
+
+async def test_the_worker_template_answers_what_it_is_asked_and_nothing_else(conns: dict[str, Conn], auth_server, auth_dir) -> None:
+    member = await Conn().open(auth_server.url, role_identity(auth_dir, "worker"), "bft member")
+    try:
+        async def answer(msg: Any) -> None:
+            await member.nc.publish(msg.reply, b"signed answer")  # a response: allowed once
+
+        await member.nc.subscribe("coord.bft.variables.var-lr-v0.request", cb=answer)
+        await settled(member.nc)
+        reply = await conns["operator"].nc.request("coord.bft.variables.var-lr-v0.request", b"{}", timeout=10)
+        assert reply.data == b"signed answer"
+        assert not member.violations
+        # An inbox it was not asked from is refused, and so are the workers' and the operator's business.
+        for subject in (conns["client"].nc.new_inbox(), f"$KV.registry.{ME}", "tasks.echo", "coord.bft.g._control.p0"):
+            assert await member.refused_publish(subject), subject
+    finally:
+        await member.nc.close()
