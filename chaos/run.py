@@ -34,8 +34,8 @@ from chaos.checker import Report, check
 from chaos.env import Env
 from chaos.history import ACKED, FAILED, UNKNOWN
 from chaos.nemesis import Nemesis
-from chaos.workload import Workload
 from chaos.observe import drop_uncounted, effects_of, next_seq, observe, require_pool
+from chaos.workload import Workload
 
 
 @dataclass
@@ -116,14 +116,6 @@ class Progress:
     def done(self) -> None:
         if self.tty:
             self.stream.write("\n")
-
-
-async def _pool_exists(js: Any, pool: str) -> bool:
-    try:
-        await js.consumer_info(subjects.TASKS_STREAM, subjects.consumer(pool))
-        return True
-    except Exception:  # not found, or no TASKS stream at all
-        return False
 
 
 async def run(
