@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker import LocalCluster
+from broker import LocalCluster, ServerNotReadyError
 from chaos.errors import ChaosError, NemesisUnavailable
 from chaos.netcluster import NetnsCluster
 from chaos.netns import Network
@@ -153,9 +153,18 @@ def open_env(
         if partitions:
             network = stack.enter_context(Network(names))
             cluster: LocalCluster = NetnsCluster(base / "cluster", network, sync=sync)
+            stack.enter_context(cluster)
         else:
-            cluster = LocalCluster(base / "cluster", servers, sync=sync)
-        stack.enter_context(cluster)
+            for attempt in range(3):
+                # Route ports are picked free just before the servers start; another
+                # process may take one meanwhile (broker.cluster says so): new ports, again.
+                cluster = LocalCluster(base / f"cluster{attempt or ''}", servers, sync=sync)
+                try:
+                    stack.enter_context(cluster)
+                    break
+                except ServerNotReadyError:
+                    if attempt == 2:
+                        raise
         _wait_peers_current(cluster)
         url = cluster.url
         env = Env(url=url, pool=pool, cluster=cluster, network=network, replicas=replicas)

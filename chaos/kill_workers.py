@@ -26,9 +26,10 @@ from typing import Any
 
 from broker import collect_results, connect, jetstream, subjects
 from chaos.checker import Report, check
-from chaos.history import ACKED
 from chaos.errors import ChaosError
+from chaos.history import ACKED
 from chaos.observe import drop_uncounted, effects_of, next_seq, observe, require_pool
+from chaos.run import wait_results
 from chaos.workload import Workload
 from config.errors import FoundationError
 from supervisor.control import request
@@ -94,6 +95,7 @@ async def kill_workers(
     work_ms: float = 0.0,
     seed: int | None = None,
     drain_timeout: float = 300.0,
+    quiet_s: float = 30.0,
     is_alive: Any = None,
 ) -> KillWorkersResult:
     """Run the scenario against ``pool`` of a running ``node`` reachable at ``url``.
@@ -104,6 +106,7 @@ async def kill_workers(
         work_ms: simulated work per task, passed in the payload.
         seed: for the choice of victims.
         drain_timeout: seconds to wait for the last outcomes.
+        quiet_s: stop waiting for outcomes after this long without a new one.
         is_alive: returns False if the node died (the run stops early).
 
     Raises:
@@ -125,7 +128,8 @@ async def kill_workers(
             async def killer() -> None:
                 step = max(1, tasks // (kills + 1))
                 for k in range(kills):
-                    await results.wait_for((k + 1) * step, timeout=drain_timeout)
+                    # A stalled pipeline does not stop the kills; the checker judges it.
+                    await wait_results(results, (k + 1) * step, quiet_s=quiet_s, timeout=drain_timeout)
                     while True:
                         pids = await worker_pids(nc, node, pool)
                         if not pids:
@@ -144,13 +148,11 @@ async def kill_workers(
             await kill_task
             drain_from = time.monotonic()
             acked = history.ids(ACKED)
-            try:
-                await results.wait_for(acked, timeout=drain_timeout)
-            except (asyncio.TimeoutError, TimeoutError):
+            if not await wait_results(results, acked, quiet_s=quiet_s, timeout=drain_timeout):
                 # Not a verdict: the checker below reads the streams themselves
                 # and reports whatever is really missing as lost.
                 missing = len(acked - set(results.results))
-                log.warning("%d acked task(s) without an outcome seen after %gs; checking the streams", missing, drain_timeout)
+                log.warning("%d acked task(s) without an outcome seen after %gs without progress; checking the streams", missing, quiet_s)
             drain_s = time.monotonic() - drain_from
         if is_alive is not None and not is_alive():
             raise ScenarioError("the node exited during the run")

@@ -118,6 +118,24 @@ class Progress:
             self.stream.write("\n")
 
 
+async def wait_results(results: Any, wanted: set[str] | int, *, quiet_s: float, timeout: float) -> bool:
+    """Wait until a result is in for each of ``wanted`` (or that many); True when they all are.
+
+    Gives up (False) after ``quiet_s`` without a new result, or after
+    ``timeout`` in all: a stalled pipeline — or a stalled subscription of the
+    collector — ends the wait, and the checker reads the streams themselves.
+    """
+    started = time.perf_counter()
+    while True:
+        before = len(results.results)
+        try:
+            await results.wait_for(wanted, timeout=quiet_s)
+            return True
+        except (asyncio.TimeoutError, TimeoutError):
+            if len(results.results) == before or time.perf_counter() - started > timeout:
+                return False
+
+
 async def run(
     env: Env,
     scenario: str,
@@ -192,15 +210,9 @@ async def run(
                 await faults
                 drain_from = time.perf_counter()
                 acked = history.ids(ACKED)
-                while not acked <= results.results.keys():
-                    before = len(results.results)
-                    try:
-                        await results.wait_for(acked, timeout=quiet_s)
-                    except (asyncio.TimeoutError, TimeoutError):
-                        if len(results.results) == before or time.perf_counter() - drain_from > drain_timeout:
-                            missing = len(acked - results.results.keys())
-                            notes.append(f"drain stopped: {missing} acked task(s) without a result after {quiet_s:g}s without progress")
-                            break
+                if not await wait_results(results, acked, quiet_s=quiet_s, timeout=drain_timeout):
+                    missing = len(acked - results.results.keys())
+                    notes.append(f"drain stopped: {missing} acked task(s) without a result seen after {quiet_s:g}s without progress")
                 drain_s = time.perf_counter() - drain_from
             finally:
                 faults.cancel()
