@@ -70,12 +70,14 @@ class ControlError(FoundationError):
         super().__init__(message)
 
 
-async def serve_control(nc: Client, node: str, endpoints: dict[str, Handler], spawn: Spawn) -> Any:
+async def serve_control(nc: Client, node: str, endpoints: dict[str, Handler], spawn: Spawn | None = None) -> Any:
     """Register the service and its endpoints; returns the micro service.
 
-    ``spawn`` runs the work of :class:`Later` replies (the caller owns those
-    tasks and cancels them when it stops).
+    ``spawn`` runs the work of :class:`Later` replies; the caller owns those
+    tasks and cancels them when it stops (:class:`~supervisor.services.NodeServices`
+    does). Without it they run as tasks of their own, kept until they end.
     """
+    spawn = spawn or _spawn
     service = await add_service(
         nc,
         name=subjects.SERVICE_NAME,
@@ -88,6 +90,16 @@ async def serve_control(nc: Client, node: str, endpoints: dict[str, Handler], sp
             name=name, subject=control_subject(node, name), handler=_wrap(fn, spawn), queue_group=f"node-{node}"
         )
     return service
+
+
+_running: set[asyncio.Task[None]] = set()  # Later work of services that passed no spawn
+
+
+def _spawn(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    task = asyncio.get_running_loop().create_task(work, name="control request")
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+    return task
 
 
 def _wrap(fn: Handler, spawn: Spawn) -> Callable[[Request], Awaitable[None]]:
