@@ -176,7 +176,7 @@ class HandlerThreads:
 
     def _work(self) -> None:
         calls = self._calls
-        while True:
+        while not self._closed:
             try:
                 call, fn, args, future = calls.popleft()
             except IndexError:
