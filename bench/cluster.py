@@ -6,7 +6,8 @@ Two figures, each against a baseline measured in the same run:
   with one pool starts and drains them. The rate is taken from the server
   timestamps of the stored results (first to last), so node start-up does
   not count. Measured on one R1 server and on a 3-server R3 cluster, each
-  with the default ``sync_interval`` (2 min) and with ``sync = always``.
+  with the default ``sync_interval`` (2 min) and with ``sync = always``,
+  in interleaved rounds (the medians are reported: the machine's load moves).
   Target: R3 >= 0.5 x R1 (both with the default sync).
 * **failover**: on the R3 cluster with the node idle, kill -9 the server
   leading ``TASKS`` and at once publish a probe task (retried with its id
@@ -14,7 +15,7 @@ Two figures, each against a baseline measured in the same run:
   on its reply subject (sent only once the result is stored). The killed
   server is restarted between kills. Target: median < 5 s over 5 kills.
 
-    .venv/bin/python bench/cluster.py [--tasks 3000] [--kills 5] [--workers 2] [--only drain|failover]
+    .venv/bin/python bench/cluster.py [--tasks 5000] [--rounds 3] [--kills 5] [--workers 2] [--only drain|failover]
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ from supervisor.harness import NodeProcess, write_config  # noqa: E402
 POOL = "echo"
 
 
+CONCURRENCY = 16  # in-flight tasks per worker (--concurrency)
+
+
 def pool_table(workers: int) -> dict:
-    return {POOL: {"handler": "workers.examples:echo", "size": workers, "concurrency": 16, "ack_wait": 10.0}}
+    return {POOL: {"handler": "workers.examples:echo", "size": workers, "concurrency": CONCURRENCY, "ack_wait": 10.0}}
 
 
 async def _publish_all(url: str, replicas: int, n: int) -> None:
@@ -159,12 +163,16 @@ def failover(kills: int, workers: int, tmp: Path) -> list[tuple[float, float]]:
 
 
 def main() -> None:
+    global CONCURRENCY
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tasks", type=int, default=3000)
+    ap.add_argument("--tasks", type=int, default=5000)
+    ap.add_argument("--rounds", type=int, default=3, help="drain runs per configuration (medians are reported)")
     ap.add_argument("--kills", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--concurrency", type=int, default=CONCURRENCY, help="in-flight tasks per worker")
     ap.add_argument("--only", choices=["drain", "failover"], help="run one of the two measurements")
     args = ap.parse_args()
+    CONCURRENCY = args.concurrency
     tmp = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     if args.only != "failover":
         report_drain(args, tmp)
@@ -173,19 +181,25 @@ def main() -> None:
 
 
 def report_drain(args: argparse.Namespace, tmp: Path) -> None:
-    rates = {}
-    for label, run, sync in (
+    configs = (
         ("R1, 1 server, sync 2m", drain_one_server, ""),
         ("R3, 3 servers, sync 2m", drain_cluster, ""),
         ("R1, 1 server, sync always", drain_one_server, "always"),
         ("R3, 3 servers, sync always", drain_cluster, "always"),
-    ):
-        rates[label] = run(args.tasks, args.workers, sync, tmp)
-        print(f"  drain {label:<28} {rates[label]:8,.0f} tasks/s", flush=True)
+    )
+    samples: dict[str, list[float]] = {label: [] for label, _, _ in configs}
+    # Interleaved rounds, medians: the machine's load moves between runs.
+    for r in range(args.rounds):
+        for label, run, sync in configs:
+            home = tmp / f"round{r}"
+            home.mkdir(exist_ok=True)
+            samples[label].append(run(args.tasks, args.workers, sync, home))
+            print(f"  round {r + 1}: drain {label:<28} {samples[label][-1]:8,.0f} tasks/s", flush=True)
+    rates = {label: statistics.median(values) for label, values in samples.items()}
     r1, r3 = rates["R1, 1 server, sync 2m"], rates["R3, 3 servers, sync 2m"]
     r1s, r3s = rates["R1, 1 server, sync always"], rates["R3, 3 servers, sync always"]
-    print(f"drain tasks/s  R1 {r1:,.0f}  R3 {r3:,.0f}  ratio R3/R1 {r3 / r1:.2f} (target >= 0.5)  "
-          f"[{args.tasks} tasks, {args.workers} workers x 16, {os.cpu_count()} cores]")
+    print(f"drain tasks/s (median of {args.rounds})  R1 {r1:,.0f}  R3 {r3:,.0f}  ratio R3/R1 {r3 / r1:.2f} (target >= 0.5)  "
+          f"[{args.tasks} tasks, {args.workers} workers x {args.concurrency}, {os.cpu_count()} cores]")
     print(f"sync always    R1 {r1s:,.0f} ({r1s / r1:.2f}x of sync 2m)  R3 {r3s:,.0f} ({r3s / r3:.2f}x of sync 2m)")
 
 
