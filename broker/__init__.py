@@ -62,7 +62,7 @@ from broker.server import (
     server_binary,
     wait_ready,
 )
-from broker.retry import is_transient, retrying
+from broker.retry import ELECTION_POLL, is_transient, retrying
 from broker.retry import publish as publish_retrying
 from broker.streams import (
     DeclarationError,
@@ -72,6 +72,7 @@ from broker.streams import (
     declare_pool_consumer,
     declare_streams,
     key_value,
+    set_lazy_replicas,
     reconnects,
     stream_configs,
     watch_update,
@@ -90,7 +91,7 @@ from broker.tasks import (
 __all__ = [
     "reply_allowed", "request_reply", "AuthInitError", "Identity", "IdentityError", "NKEY_ENV", "PASSWORD_ENV", "ROLES", "identity_for",
     "identity_from_config", "init_auth", "role_identity", "worker_agents", "worker_identity",
-    "BodyTooLargeError", "ClusterError", "CodecError", "DeclarationError", "LocalCluster", "declare_all", "is_transient", "publish_retrying", "retrying", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",
+    "BodyTooLargeError", "ClusterError", "CodecError", "DeclarationError", "ELECTION_POLL", "LocalCluster", "declare_all", "set_lazy_replicas", "is_transient", "publish_retrying", "retrying", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",
     "AckedPublisher", "CasBucket", "CasConflictError", "BrokerClosedError", "BrokerUnavailableError", "Message", "OutcomeStore", "WorkQueue", "translated",
     "ServerAddress", "TRANSIENT_ERRORS", "ServerNotReadyError", "ServerOptions", "connect", "consumer_config", "decode",
     "dead_letter_headers", "declare_pool_consumer", "declare_streams", "error_line", "result_body", "die_with_parent", "encode", "jetstream", "key_value",

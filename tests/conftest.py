@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from broker import EmbeddedServer, LocalCluster, ServerOptions, connect, declare_all, jetstream
-from broker.streams import set_lazy_replicas
+from broker import EmbeddedServer, LocalCluster, ServerOptions, connect, declare_all, jetstream, set_lazy_replicas
 from config import NatsConfig
 
 
