@@ -179,10 +179,37 @@ class WorkQueue:
         self._waiting = None
         self._open.pop(request, None)
         self._arrived.set()
+        await self._unsubscribe(sub)
+
+    async def stop_receiving(self) -> None:
+        """Drop every pull request of ours; once this returns nothing more is
+        delivered here, and what the server sent before is in the leftovers.
+
+        Our count of what an open request may still deliver is an estimate
+        (expiry is the server's clock, and tasks do not name their request),
+        so a stopping worker cannot wait for "nothing promised" alone: a task
+        arriving after it handed back its leftovers would be handed back in
+        turn, from one stopping worker to the next, each time an attempt.
+        """
+        await self.withdraw()
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await self._unsubscribe(sub)
+        self._open.clear()
+
+    async def _unsubscribe(self, sub: Any) -> None:
+        # Drained, not unsubscribed: the server may have sent tasks on this
+        # subscription before it saw the UNSUB (or while a request we took
+        # for expired was still open on the server). Dropped here, each would
+        # be an attempt that never ran, back only after ack_wait; drained,
+        # it arrives as a leftover.
         try:
-            await sub.unsubscribe()
-        except nats.errors.Error as exc:
-            log.debug("withdrawing a pull request: %s", exc)
+            if self.nc.is_connected:
+                await asyncio.wait_for(sub.drain(), 2.0)
+            else:
+                await sub.unsubscribe()
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            log.debug("removing interest in pull requests: %s", exc)
 
     # -- fetching --------------------------------------------------------------
 

@@ -327,7 +327,10 @@ class Worker:
         if self.fatal is None:
             # The open request runs its course (at most fetch_timeout): what
             # it delivers is ours to finish.
-            await self._quiesce(withdraw=False)
+            await self.queue.quiesce(withdraw=False)
+        await self.queue.stop_receiving()
+        if self.fatal is None:
+            self._take(self.queue.take_leftovers(), self._last_fetch)
         await self.drain(timeout=max(0.0, deadline - time.monotonic()))
         await self.queue.hand_back()
         if self.dead is not None:
