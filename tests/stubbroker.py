@@ -116,6 +116,9 @@ class StubQueue:
     async def withdraw(self) -> None:
         pass
 
+    async def stop_receiving(self) -> None:
+        pass
+
     def take_leftovers(self) -> list[StubMsg]:
         return []
 
