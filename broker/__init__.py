@@ -63,6 +63,7 @@ from broker.server import (
     wait_ready,
 )
 from broker.retry import ELECTION_POLL, is_transient, retrying
+from broker.snapshot import current_values
 from broker.retry import publish as publish_retrying
 from broker.streams import (
     DeclarationError,
@@ -89,6 +90,7 @@ from broker.tasks import (
 )
 
 __all__ = [
+    "current_values",
     "reply_allowed", "request_reply", "AuthInitError", "Identity", "IdentityError", "NKEY_ENV", "PASSWORD_ENV", "ROLES", "identity_for",
     "identity_from_config", "init_auth", "role_identity", "worker_agents", "worker_identity",
     "BodyTooLargeError", "ClusterError", "CodecError", "DeclarationError", "ELECTION_POLL", "LocalCluster", "declare_all", "set_lazy_replicas", "is_transient", "publish_retrying", "retrying", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",

@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from broker.connection import translated
+from broker.snapshot import current_values
 from broker.streams import key_value
 from config.errors import BrokerError
 
@@ -32,14 +33,16 @@ class CasConflictError(BrokerError):
 class CasBucket:
     """One KV bucket with compare-and-set writes. Open it with :meth:`open`."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, js: JetStreamContext, kv: KeyValue, bucket: str) -> None:
+        self._js = js
         self._kv = kv
+        self._bucket = bucket
 
     @classmethod
     async def open(cls, js: JetStreamContext, bucket: str) -> CasBucket:
         """Open (creating if needed) ``bucket``."""
         try:
-            return cls(await key_value(js, bucket))
+            return cls(js, await key_value(js, bucket), bucket)
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise translated(exc, f"opening bucket {bucket}") from exc
 
@@ -81,16 +84,4 @@ class CasBucket:
 
     async def values(self, keys: str, timeout: float = 5.0) -> dict[str, tuple[bytes, int]]:
         """Every value stored now under the key pattern ``keys`` (``*`` and ``>`` wildcards)."""
-        out: dict[str, tuple[bytes, int]] = {}
-        try:
-            watcher: Any = await self._kv.watch(keys, ignore_deletes=True)
-            try:
-                while True:
-                    entry = await watcher.updates(timeout=timeout)
-                    if entry is None:  # caught up with the values stored now
-                        return out
-                    out[entry.key] = (entry.value or b"", entry.revision or 0)
-            finally:
-                await watcher.stop()
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            raise translated(exc, f"reading {keys}") from exc
+        return await current_values(self._js, self._kv, self._bucket, keys, timeout)

@@ -35,7 +35,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from broker import codec, jetstream, key_value, subjects
+from broker import codec, current_values, jetstream, key_value, subjects
+from config.errors import BrokerError
 from protocols.quota.errors import LedgerConflictError, QuotaError, QuotaUnavailableError
 
 log = logging.getLogger("foundation.quota")
@@ -187,6 +188,7 @@ class Ledger:
         self._kv = kv
         self._stream = f"KV_{bucket}"
         self._prefix = f"$KV.{bucket}."
+        self._bucket = bucket
 
     @classmethod
     async def open(cls, nc: Client, pool: str, bucket: str = QUOTA_BUCKET) -> Ledger:
@@ -284,19 +286,14 @@ class Ledger:
     async def windows(self) -> list[Window]:
         """Every recorded window of the pool, oldest first (for audits and tests)."""
         try:
-            watcher = await self._kv.watch(f"{self.pool}.rate.*", ignore_deletes=True)
-        except (nats.js.errors.Error, *_TRANSPORT_ERRORS) as exc:
+            records = await current_values(self._js, self._kv, self._bucket, f"{self.pool}.rate.*")
+        except BrokerError as exc:
             raise QuotaUnavailableError(f"cannot list the ledger of pool {self.pool!r}: {exc}") from exc
         found = []
-        try:
-            async for item in watcher:
-                if item is None:
-                    break
-                if item.value:
-                    try:
-                        found.append(Window.from_dict(codec.decode(item.value), item.revision))
-                    except (codec.CodecError, QuotaError) as exc:
-                        log.warning("quota: skipping ledger record %r: %s", item.key, exc)
-        finally:
-            await watcher.stop()
+        for key, (value, revision) in records.items():
+            if value:
+                try:
+                    found.append(Window.from_dict(codec.decode(value), revision))
+                except (codec.CodecError, QuotaError) as exc:
+                    log.warning("quota: skipping ledger record %r: %s", key, exc)
         return sorted(found, key=lambda w: w.index)
