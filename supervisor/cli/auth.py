@@ -1,4 +1,7 @@
-"""``foundation auth init``: identities per role and the server's ``auth.conf`` (DESIGN.md §10)."""
+"""``foundation auth init``: identities per role and the server's ``auth.conf`` (DESIGN.md §10).
+
+``init`` and ``sign-keys`` print what they wrote; with ``--json`` as one JSON document.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import orjson
 from broker import init_auth
 from config.errors import FoundationError
 from supervisor.cli.common import add_config_option, load
+from supervisor.cli.output import add_json_option, emit
 
 
 def register(sub: Any) -> None:
@@ -27,6 +31,7 @@ def register(sub: Any) -> None:
         "--node", action="append", metavar="NAME",
         help="a node whose worker slots get identities (repeat for a cluster; default: node.name of the config)",
     )
+    add_json_option(init)
     init.set_defaults(func=run_init)
     sign = actions.add_parser(
         "sign-keys",
@@ -36,6 +41,7 @@ def register(sub: Any) -> None:
     sign.add_argument("keys", metavar="KEYS.json", help="{id: key} or {keys: {id: key}, groups: {group: [id, ...]}}")
     sign.add_argument("--dir", help="auth directory holding operator.nk (default: [auth] dir of the config)")
     sign.add_argument("--out", help="where to write the signed file (default: KEYS.signed.json)")
+    add_json_option(sign)
     sign.set_defaults(func=run_sign)
 
 
@@ -45,11 +51,14 @@ def run_init(args: argparse.Namespace) -> int:
     nodes = args.node or [cfg.node.name]
     pools = [(p.name, max(p.size, p.max_size)) for p in cfg.pools.values()]
     users = init_auth(auth_dir, nodes, pools)
-    workers = len(users) - 4
-    print(f"auth: {auth_dir}/auth.conf with {len(users)} users: client, worker, node, operator "
-          f"and {workers} worker slot(s) of {', '.join(nodes)}")
-    print(f"seeds: {auth_dir}/<role>.nk and {auth_dir}/workers/<node>.<pool>.<n>.nk (mode 0600)")
-    print("use: set [auth] enabled = true (embedded server), or `include` auth.conf in your nats-server config")
+    reply = {"dir": str(auth_dir), "conf": f"{auth_dir}/auth.conf", "users": len(users),
+             "roles": ["client", "worker", "node", "operator"], "worker_slots": len(users) - 4, "nodes": nodes}
+    emit(reply, args, lambda r: "\n".join([
+        f"auth: {r['conf']} with {r['users']} users: client, worker, node, operator "
+        f"and {r['worker_slots']} worker slot(s) of {', '.join(r['nodes'])}",
+        f"seeds: {auth_dir}/<role>.nk and {auth_dir}/workers/<node>.<pool>.<n>.nk (mode 0600)",
+        "use: set [auth] enabled = true (embedded server), or `include` auth.conf in your nats-server config",
+    ]))
     return 0
 
 
@@ -70,6 +79,7 @@ def run_sign(args: argparse.Namespace) -> int:
         raise FoundationError(f"cannot sign {source}: {exc.strerror} ({exc.filename})") from exc
     except (orjson.JSONDecodeError, BftError) as exc:
         raise FoundationError(f"cannot sign {source}: {exc}") from exc
-    print(f"signed: {out} (by operator {signer.public_key}); members load it with "
-          "protocols.bft.load_signed_key_directory(path, [operator public key])")
+    emit({"signed": str(out), "operator": signer.public_key}, args, lambda r: (
+        f"signed: {r['signed']} (by operator {r['operator']}); members load it with "
+        "protocols.bft.load_signed_key_directory(path, [operator public key])"))
     return 0

@@ -4,7 +4,9 @@
 and nemeses of its own (or ``--url`` an existing deployment), the verdict,
 ``--report DIR`` for report.json and timeline.png; exit 0 only when valid,
 1 when not, 77 when this machine cannot run the scenario (the reason is
-printed). ``toxiproxy`` serves the toxiproxy API. ``kill-workers`` is the
+printed). With ``--json`` each prints one JSON document (the verdict, the
+scenario list, the toxiproxy address) and its progress lines go to stderr.
+``toxiproxy`` serves the toxiproxy API. ``kill-workers`` is the
 older task-count form of one scenario:
 
 By default it starts a throwaway node of its own (embedded NATS, one pool of
@@ -18,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from dataclasses import asdict
 from typing import Any
 
 from supervisor.cli.common import add_client_options, client_url, load
+from supervisor.cli.output import add_json_option, emit, note
 
 EXIT_INVALID = 1
 
@@ -40,8 +44,10 @@ def register(sub: Any) -> None:
     k.add_argument("--node", help="with --config: the node to ask for worker pids (default: its node name)")
     k.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the last outcomes")
     add_client_options(k)
+    add_json_option(k)
     k.set_defaults(func=run_kill_workers)
     ls = scenarios.add_parser("list", help="the scenarios `foundation chaos run` knows")
+    add_json_option(ls)
     ls.set_defaults(func=run_list)
     r = scenarios.add_parser("run", help="run a scenario on a cluster of its own (or an existing node) and check its history")
     r.add_argument("name", metavar="SCENARIO", help="a scenario of `foundation chaos list`")
@@ -53,9 +59,11 @@ def register(sub: Any) -> None:
     r.add_argument("--pool", default="chaos", help="with --url: the pool to send tasks to (default chaos)")
     r.add_argument("--node", default="", help="with --url: the node whose workers kill-workers kills")
     r.add_argument("--dir", help="keep the cluster's and node's files here (default: a temporary directory)")
+    add_json_option(r)
     r.set_defaults(func=run_scenario)
     t = scenarios.add_parser("toxiproxy", help="serve the toxiproxy 2.x HTTP API (proxies with latency, bandwidth, reset, timeout… toxics)")
     t.add_argument("--listen", default="127.0.0.1:8474", help="HOST:PORT of the API (default 127.0.0.1:8474)")
+    add_json_option(t)
     t.set_defaults(func=run_toxiproxy)
 
 
@@ -65,11 +73,17 @@ EXIT_SKIPPED = 77  # the machine cannot run the scenario: not a pass
 def run_list(args: argparse.Namespace) -> int:
     from chaos.scenarios import SCENARIOS
 
+    rows = []
     for s in SCENARIOS.values():
-        why = s.unavailable()
         flags = [f"R{s.replicas}", "netns" if s.partitions else "", "toxiproxy" if s.client_proxies else "",
                  "--url ok" if s.existing_ok else "", "expects loss" if s.expect_loss else ""]
-        print(f"{s.name:20} {s.about} [{', '.join(f for f in flags if f)}]" + (f" — unavailable here: {why}" if why else ""))
+        rows.append({"name": s.name, "about": s.about, "flags": [f for f in flags if f], "unavailable": s.unavailable()})
+
+    def text(rows: list[dict[str, Any]]) -> str:
+        return "\n".join(f"{r['name']:20} {r['about']} [{', '.join(r['flags'])}]"
+                         + (f" — unavailable here: {r['unavailable']}" if r["unavailable"] else "") for r in rows)
+
+    emit(rows, args, text)
     return 0
 
 
@@ -94,21 +108,22 @@ def run_scenario(args: argparse.Namespace) -> int:
             node=args.node, progress=Progress(), directory=Path(args.dir) if args.dir else None,
         )
     except NemesisUnavailable as exc:
-        print(f"SKIPPED: {exc}", flush=True)
+        emit({"scenario": args.name, "skipped": str(exc)}, args, lambda r: f"SKIPPED: {r['skipped']}")
         return EXIT_SKIPPED
     except ChaosError as exc:
         raise SystemExit(f"foundation chaos run {args.name}: {exc}") from exc
     if "servers" in setup:
-        print(f"cluster: {setup['servers']} nats-servers, streams and buckets R{setup['replicas']}"
+        note(args, f"cluster: {setup['servers']} nats-servers, streams and buckets R{setup['replicas']}"
               + (", each server in its own network namespace" if setup["partitions_in_namespaces"] else "")
               + (", node and workload through toxiproxy" if setup["client_proxies"] else ""))
     else:
-        print(f"existing deployment {setup['existing']}, pool {setup['pool']}")
-    for line in result.lines():
-        print(line)
-    if args.report:
-        paths = report.write(result, Path(args.report), **setup)
-        print(f"report: {paths[0]}  timeline: {paths[1]}")
+        note(args, f"existing deployment {setup['existing']}, pool {setup['pool']}")
+    paths = report.write(result, Path(args.report), **setup) if args.report else None
+    verdict = report.to_json(result, **setup)
+    verdict.pop("series", None)  # the timeline's data: in report.json, too long for a terminal
+    verdict["report"] = {"json": str(paths[0]), "timeline": str(paths[1])} if paths else None
+    emit(verdict, args, lambda _: "\n".join(
+        [*result.lines(), *([f"report: {paths[0]}  timeline: {paths[1]}"] if paths else [])]))
     return 0 if result.report.valid else EXIT_INVALID
 
 
@@ -118,7 +133,7 @@ def run_toxiproxy(args: argparse.Namespace) -> int:
     async def main() -> None:
         server = ToxiproxyServer(args.listen)
         srv = await server.serve()
-        print(f"toxiproxy API on {server.url}", flush=True)
+        emit({"toxiproxy": server.url}, args, lambda r: f"toxiproxy API on {r['toxiproxy']}")
         async with srv:
             await srv.serve_forever()
 
@@ -126,6 +141,8 @@ def run_toxiproxy(args: argparse.Namespace) -> int:
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:
+        raise  # whoever read the address has gone: main() ends quietly
     except OSError as exc:
         raise SystemExit(f"foundation chaos toxiproxy: cannot listen on {args.listen}: {exc}") from exc
     return 0
@@ -155,8 +172,7 @@ def run_kill_workers(args: argparse.Namespace) -> int:
         # Kills are the point: the root must not give up on a burst of them.
         supervisor = {"max_restarts": 1000, "max_seconds": 10}
         with start_node(pools={args.pool: pool}, node="chaos", supervisor=supervisor) as node:
-            print(f"node {node.name} up ({args.workers} workers, nats {node.url}); running kill-workers", flush=True)
+            note(args, f"node {node.name} up ({args.workers} workers, nats {node.url}); running kill-workers")
             result = asyncio.run(kill_workers(node.url, node.name, args.pool, is_alive=lambda: node.alive, **scenario))
-    for line in result.lines():
-        print(line)
+    emit({**asdict(result), "valid": result.report.valid}, args, lambda _: "\n".join(result.lines()))
     return 0 if result.report.valid else EXIT_INVALID

@@ -44,6 +44,7 @@ from protocols.market import (
 from protocols.metrics import forward as forward_rounds
 from protocols.registry import ACCEPTING, open_registry
 from supervisor.cli.common import add_client_options, connect_client, load
+from supervisor.cli.output import add_json_option, emit
 from workers.contractor import Offer
 
 KINDS = ("first-price", "vickrey")
@@ -63,7 +64,7 @@ def register(sub: Any) -> None:
     a.add_argument("--reply-within", type=float, default=0.5, help="seconds the agents have to bid (default 0.5)")
     a.add_argument("--timeout", type=float, default=30.0,
                    help="seconds the winner may stay silent while it works (default 30)")
-    a.add_argument("--json", action="store_true", help="print one JSON document")
+    add_json_option(a)
     add_client_options(a)
     a.set_defaults(func=run_auction)
 
@@ -85,7 +86,7 @@ def run_auction(args: argparse.Namespace) -> int:
     except CodecError as exc:
         raise FoundationError(f"--task is not valid JSON: {exc}") from None
     report = asyncio.run(_auction(cfg, args, payload))
-    print(encode(report).decode() if args.json else _text(report))
+    emit(report, args, _text)
     if report.get("error"):
         raise FoundationError(report["error"])
     return 0

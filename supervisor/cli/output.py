@@ -3,12 +3,15 @@
 Every command that prints a result takes ``--json`` (:func:`add_json_option`)
 and hands its reply to :func:`emit` with a function that renders it for
 people; tables are laid out by :func:`table`, which fits columns to their
-widest cell and right-aligns numbers.
+widest cell and right-aligns numbers. Progress lines of long commands go
+through :func:`note`: on standard output for people, on standard error with
+``--json``, so that standard output holds only the JSON document.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,7 +24,12 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
 
 def emit(reply: Any, args: Any, text: Callable[[Any], str]) -> None:
     """Print ``reply`` as JSON with ``--json``, else as ``text(reply)``."""
-    print(encode(reply).decode() if getattr(args, "json", False) else text(reply))
+    print(encode(reply).decode() if getattr(args, "json", False) else text(reply), flush=True)
+
+
+def note(args: Any, line: str) -> None:
+    """A progress line: stdout for people, stderr with ``--json`` (stdout is the document's)."""
+    print(line, file=sys.stderr if getattr(args, "json", False) else sys.stdout, flush=True)
 
 
 def _cell(value: Any) -> str:
