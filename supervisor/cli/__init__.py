@@ -13,6 +13,7 @@ Exit codes (also in ``foundation --help`` and the README):
 3     ``up``: the supervision tree gave up (restart intensity exceeded)
 4     ``up``: a child could not be started (its reason is printed)
 5     unavailable: NATS refused or did not answer, or no node answered
+77    ``chaos run``: this machine cannot run the scenario (the reason is printed)
 130   interrupted (Ctrl-C)
 141   standard output was closed early (``| head``); nothing else is printed
 ====  ==========================================================================
@@ -46,6 +47,7 @@ EXIT_CODES = """exit codes:
   3    up: the supervision tree gave up (restart intensity exceeded)
   4    up: a child could not be started (its reason is printed)
   5    unavailable: NATS refused or did not answer, or no node answered
+  77   chaos run: this machine cannot run the scenario (the reason is printed)
   130  interrupted (Ctrl-C)
   141  standard output closed early (| head)"""
 
