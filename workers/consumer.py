@@ -9,7 +9,7 @@
    dead-lettering and retries, suspect isolation, the quota gate, the state
    transaction, time limits, then the handler — or the market step. The
    links below settling answer with an :class:`~workers.delivery.Outcome`.
-3. **Settle** (the consume loop's own link, :meth:`Worker._settling`), as
+3. **Settle** (the settling link, :mod:`workers.settling`), as
    the outcome says: store its result body (retried until stored) *then*
    ack — confirmed, or else the message deleted, for a stateful task —; or
    nak with a delay; or leave it (its delivery may be another worker's
@@ -44,15 +44,15 @@ from broker.retry import ELECTION_POLL
 from config.errors import BrokerError
 from config.schema import PoolConfig
 from workers.deadletter import DeadLetters
-from workers.delivery import ACK, ACK_CONFIRMED, NAK, Delivery, Outcome
+from workers.delivery import NAK, Delivery, Outcome
 from workers.handler import Handler, HandlerCall
 from workers.inflight import InFlight
 from workers.journal import AttemptJournal
 from workers.middleware import Gate, Link, Middleware, Next, chain
 from workers.recycle import HARD_TIME_LIMIT, RecyclePolicy
 from workers.retries import DeadLettering
+from workers.settling import Settling
 from workers.stateful import StateTransaction
-from workers.statestore import StateError
 from workers.suspects import SuspectIsolation
 from workers.timelimits import TimeLimits
 
@@ -182,9 +182,10 @@ class Worker:
             self.handler, self.worker_id, self.state, self.variables)
         queue_dispatch = self._make_step is None  # the market's contractors apply quota and limits themselves
         limited = pool.time_limit or pool.hard_time_limit
+        self.settling = Settling(queue, self.outcomes, pool, self.worker_id, self._fatal, self._counted)
         self._chain = chain([
             *self.middleware,
-            self._settling,
+            self.settling,
             DeadLettering(pool, self.worker_id, self.node, self.outcomes, journal),
             self.suspects,
             Gate(self.gate) if self.gate is not None and queue_dispatch else None,
@@ -367,49 +368,12 @@ class Worker:
         except Exception:  # raised by a middleware given to the worker
             log.exception("%s: a middleware failed on task %s", self.worker_id, d.task_id)
             if not d.settled:
-                await self._settle(d, Outcome("retry", settle=NAK, delay=self.pool.backoff_for(d.attempt)))
+                await self.settling.settle(d, Outcome("retry", settle=NAK, delay=self.pool.backoff_for(d.attempt)))
         finally:
             self.inflight.remove(d)
 
-    async def _settling(self, d: Delivery, call_next: Next) -> Outcome:
-        """The link that settles: inside the middleware given to the worker, so
-        that they see the outcome once it is settled (stored and acked)."""
-        try:
-            outcome = await call_next(d)
-        except asyncio.CancelledError:
-            assert self.queue is not None
-            if self.queue.is_connected:
-                try:
-                    await self.queue.nak(d.msg)
-                except BrokerError:
-                    pass
-            log.warning("%s: task %s handed back: %s", self.worker_id, d.task_id, d.abandon_reason or "cancelled")
-            raise
-        except Exception as exc:  # not expected: the dead-lettering middleware turns failures into outcomes
-            log.exception("%s: task %s: the middleware chain failed; retrying it", self.worker_id, d.task_id)
-            outcome = Outcome("retry", error=exc, settle=NAK, delay=self.pool.backoff_for(d.attempt))
-        await self._settle(d, outcome)
-        return outcome
+    def _fatal(self, error: BaseException) -> None:
+        self.fatal = error
 
-    async def _settle(self, d: Delivery, outcome: Outcome) -> None:
-        """Store the outcome's result, then settle the message as it says."""
-        queue = self.queue
-        assert queue is not None
-        d.settled = True
-        if outcome.body is not None:
-            await self.outcomes.store_result(outcome.body, d.reply_to)
-        how = outcome.settle
-        if how == ACK:
-            await queue.ack(d.msg)
-        elif how == ACK_CONFIRMED:
-            await queue.ack_confirmed(d.msg, min(2.0, self.pool.ack_wait))
-        elif how == NAK:
-            await queue.nak(d.msg, outcome.delay)
-        elif isinstance(outcome.error, StateError):
-            self.fatal = outcome.error
-        else:
-            log.warning("%s: task %s abandoned: %s", self.worker_id, d.task_id, outcome.error)
-        if outcome.then is not None:
-            outcome.then()
-        if outcome.kind == "ok":
-            self.processed += 1
+    def _counted(self) -> None:
+        self.processed += 1

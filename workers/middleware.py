@@ -16,8 +16,8 @@ The order, outermost first (:func:`workers.consumer.Worker` builds it):
 1. the middleware given to the worker — in a worker process,
    :class:`~workers.metrics.MetricsMiddleware` (counts every outcome);
    they see the outcome once settled;
-2. the consume loop's settling link (:mod:`workers.consumer`): stores the
-   outcome's result, then acks or naks;
+2. :class:`~workers.settling.Settling` — stores the outcome's result,
+   then acks or naks;
 3. :class:`~workers.retries.DeadLettering` — decodes the body (a bad one
    goes to the DLQ at once) and turns an exception from below into a nak
    with backoff, or, on the last attempt, a dead letter;
