@@ -3,7 +3,8 @@
 * :class:`Worker` — the consume loop of one pool: fetch, run the chain, settle.
 * :class:`Delivery` / :class:`Outcome` — one delivery, and how it ended.
 * :class:`Middleware` / :func:`chain` — the middleware chain (its order is in
-  :mod:`workers.middleware`): :class:`MetricsMiddleware`, :class:`DeadLettering`,
+  :mod:`workers.middleware`): :class:`MetricsMiddleware`, :class:`Settling`,
+  :class:`DeadLettering`,
   :class:`SuspectIsolation`, :class:`Gate`, :class:`StateTransaction`,
   :class:`TimeLimits`, then :class:`HandlerCall` or :class:`MarketStep`.
 * :class:`Handler` / :func:`resolve` — loading ``module:callable`` handlers.
@@ -37,6 +38,7 @@ from workers.middleware import Gate, Middleware, chain
 from workers.process import WorkerSpec, worker_main
 from workers.recycle import RecyclePolicy
 from workers.retries import DeadLettering
+from workers.settling import Settling
 from workers.state import AgentState, Applied, TaskAbandoned
 from workers.stateful import StateTransaction
 from workers.statestore import StateConflictError, StateError, StateStore, StoredState, agent_key
@@ -46,7 +48,8 @@ from workers.timelimits import HardTimeLimitExceeded, SoftTimeLimitExceeded, Tim
 __all__ = [
     "ATTEMPTS_BUCKET", "AgentState", "Applied", "AttemptJournal", "Contractor", "DeadLettering", "DeadLetters",
     "Delivery", "EXITS_STREAM", "Gate", "Handler", "HandlerCall", "HandlerImportError", "HardTimeLimitExceeded",
-    "InFlight", "MarketStep", "Middleware", "Offer", "Outcome", "RecyclePolicy", "Running", "SoftTimeLimitExceeded",
+    "InFlight", "MarketStep", "Middleware", "Offer", "Outcome", "RecyclePolicy", "Running", "Settling",
+    "SoftTimeLimitExceeded",
     "StateConflictError", "StateError", "StateStore", "StateTransaction", "StoredState", "SuspectIsolation", "Task",
     "TaskAbandoned", "TaskContext", "TimeLimits", "Worker", "WorkerSpec", "advisory_subject", "agent_key", "chain",
     "delete_task", "market_step", "resolve", "run_limited", "worker_main",
