@@ -106,6 +106,11 @@ class SuspectIsolation:
             return False
         d.suspect = True
         self.in_hand += 1
+        # A suspect running alone waits until every other task in hand is a
+        # suspect; this one just became one, which may be what it waits for.
+        # Unannounced, both wait for ever: it for this one to end, this one
+        # for its turn (their deliveries kept alive by heartbeats).
+        self._changed.set()
         delay = self.pool.backoff_for(d.attempt - 1)
         log.info("%s: task %s attempt %d: its worker died during the last one; isolated retry in %.1fs",
                  self.worker_id, d.task_id, d.attempt, delay)
