@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 
 import pytest
 
 from broker import connect, jetstream, subjects
 from chaos import Workload, check, observe
 from supervisor.harness import NodeFailedError, start_node
+from tests.supervisor.helpers import eventually
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -25,15 +25,6 @@ POOL = {
     "shutdown": 5,
 }
 SUPERVISOR = {"max_restarts": 1000, "max_seconds": 10}  # the root, too, rides out the restart
-
-
-async def until(condition, timeout: float, what: str) -> None:
-    """Poll ``condition`` (an async callable) until true; no event exists for these."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_restart_of_the_embedded_nats_server_loses_nothing() -> None:
@@ -60,7 +51,7 @@ async def test_restart_of_the_embedded_nats_server_loses_nothing() -> None:
                 return False
 
         # The root supervisor restarts it (same ports, same store); the client reconnects by itself.
-        await until(restarted, 60, "nats-server to be restarted and the client to reconnect")
+        await eventually(restarted, 60, "nats-server to be restarted and the client to reconnect")
 
         async def drained() -> bool:
             try:
@@ -68,7 +59,7 @@ async def test_restart_of_the_embedded_nats_server_loses_nothing() -> None:
             except Exception:  # still recovering
                 return False
 
-        await until(drained, 90, "the pool to drain TASKS")
+        await eventually(drained, 90, "the pool to drain TASKS")
         report = check(history, await observe(js, "chaos"))
         await nc.close()
         print("\n".join(report.lines()))
