@@ -31,9 +31,12 @@ from broker.codec import (
 )
 from broker.cluster import ClusterError, LocalCluster
 from broker.connection import (
+    NATS_ERRORS,
     TRANSIENT_ERRORS,
     BrokerClosedError,
     BrokerUnavailableError,
+    Connection,
+    JetStream,
     NatsUnavailableError,
     connect,
     jetstream,
@@ -91,6 +94,7 @@ from broker.tasks import (
 
 __all__ = [
     "current_values",
+    "Connection", "JetStream", "NATS_ERRORS",
     "reply_allowed", "request_reply", "AuthInitError", "Identity", "IdentityError", "NKEY_ENV", "PASSWORD_ENV", "ROLES", "identity_for",
     "identity_from_config", "init_auth", "role_identity", "worker_agents", "worker_identity",
     "BodyTooLargeError", "ClusterError", "CodecError", "DeclarationError", "ELECTION_POLL", "LocalCluster", "declare_all", "set_lazy_replicas", "is_transient", "publish_retrying", "retrying", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",

@@ -17,6 +17,12 @@ from config.errors import BrokerError
 
 log = logging.getLogger("foundation.broker")
 
+Connection = Client
+"""A NATS connection, as :func:`connect` opens it (what the layers above pass around)."""
+
+JetStream = JetStreamContext
+"""A connection's JetStream context, as :func:`jetstream` makes it."""
+
 
 class NatsUnavailableError(BrokerError):
     """NATS could not be reached."""
@@ -57,6 +63,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 """Errors after which a NATS call may succeed if retried once NATS is back."""
 
+NATS_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error,)
+"""Every error a nats-py call raises: what a layer above catches around code
+that still calls nats-py itself (the protocols) rather than through ``broker``."""
+
 
 async def connect(
     url: str,
@@ -65,7 +75,7 @@ async def connect(
     connect_timeout: float = 5.0,
     reconnect: bool = True,
     **options: Any,
-) -> Client:
+) -> Connection:
     """Open a NATS connection that reconnects forever.
 
     A process that loses NATS keeps running and keeps its in-flight state:
@@ -154,6 +164,6 @@ async def connect(
     raise NatsUnavailableError(f"cannot connect to NATS at {url} within {connect_timeout:g}s; is the server running?")
 
 
-def jetstream(nc: Client, timeout: float = 5.0) -> JetStreamContext:
+def jetstream(nc: Connection, timeout: float = 5.0) -> JetStream:
     """The JetStream context, with a timeout for API calls and publish acks."""
     return nc.jetstream(timeout=timeout)

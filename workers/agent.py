@@ -67,10 +67,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
-import nats.errors
-from nats.aio.client import Client
-
-from broker import jetstream
+from broker import NATS_ERRORS, Connection, jetstream
 from config.errors import FoundationError, WorkerError
 from config.schema import PoolConfig
 from protocols.consensus import ABSTAIN, NO, YES, Ballot, ConsensusError, Proposal, Voter
@@ -193,7 +190,7 @@ class WorkerAgent:
             every worker would bring every heartbeat of the cluster to each of them.
     """
 
-    def __init__(self, nc: Client, pool: PoolConfig, slot: str, node: str, handler: Handler, *,
+    def __init__(self, nc: Connection, pool: PoolConfig, slot: str, node: str, handler: Handler, *,
                  registry_ttl: float = DEFAULT_TTL, watch_registry: bool | None = None) -> None:
         self.nc = nc
         self.pool = pool
@@ -250,7 +247,7 @@ class WorkerAgent:
                 await self.registry.register(entry)
             except RegistrationTakenError as exc:
                 log.error("%s: %s; serving unlisted and retrying", self.id, exc)
-        except (FoundationError, nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+        except (FoundationError, *NATS_ERRORS, OSError, asyncio.TimeoutError) as exc:
             await self.stop()
             raise AgentStartError(f"{self.id} could not join the cluster: {exc}") from exc
         self._tasks.append(asyncio.create_task(self._heartbeat(entry), name=f"registry heartbeat {self.id}"))

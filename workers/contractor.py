@@ -46,8 +46,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from nats.aio.client import Client
-
+from broker import Connection
 from config.errors import WorkerError
 from config.schema import PoolConfig
 from protocols.market import CallForProposals, ContractNetParticipant, load_price
@@ -140,7 +139,7 @@ class Contractor:
 
     def __init__(
         self,
-        nc: Client,
+        nc: Connection,
         pool: PoolConfig,
         agent_id: str,
         handler: Handler,
