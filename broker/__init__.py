@@ -17,6 +17,7 @@
 * :mod:`broker.monitor` — polling a server's monitoring endpoint (/varz, /jsz).
 * :mod:`broker.workqueue` — the pull consumer a worker takes tasks from, and settles them with.
 * :mod:`broker.outcomes` — storing results and dead letters (pipelined PubAcks).
+* :mod:`broker.bucket` — a KV bucket read and written by key (the attempt journal).
 * :mod:`broker.casbucket` — a KV bucket with compare-and-set writes (agent states).
 """
 
@@ -81,6 +82,7 @@ from broker.streams import (
     stream_configs,
     watch_update,
 )
+from broker.bucket import Bucket
 from broker.casbucket import CasBucket, CasConflictError
 from broker.outcomes import AckedPublisher, OutcomeStore
 from broker.workqueue import Message, WorkQueue
@@ -94,7 +96,7 @@ from broker.tasks import (
 
 __all__ = [
     "current_values",
-    "Connection", "JetStream", "NATS_ERRORS",
+    "Bucket", "Connection", "JetStream", "NATS_ERRORS",
     "reply_allowed", "request_reply", "AuthInitError", "Identity", "IdentityError", "NKEY_ENV", "PASSWORD_ENV", "ROLES", "identity_for",
     "identity_from_config", "init_auth", "role_identity", "worker_agents", "worker_identity",
     "BodyTooLargeError", "ClusterError", "CodecError", "DeclarationError", "ELECTION_POLL", "LocalCluster", "declare_all", "set_lazy_replicas", "is_transient", "publish_retrying", "retrying", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",
