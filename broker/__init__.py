@@ -19,6 +19,7 @@
 * :mod:`broker.outcomes` — storing results and dead letters (pipelined PubAcks).
 * :mod:`broker.bucket` — a KV bucket read and written by key (the attempt journal).
 * :mod:`broker.casbucket` — a KV bucket with compare-and-set writes (agent states).
+* :mod:`broker.exitlog` — the stream of worker exit events, replayed to explain a death.
 """
 
 from broker import catalog, monitor, subjects
@@ -84,6 +85,7 @@ from broker.streams import (
 )
 from broker.bucket import Bucket
 from broker.casbucket import CasBucket, CasConflictError
+from broker.exitlog import ExitLog
 from broker.outcomes import AckedPublisher, OutcomeStore
 from broker.workqueue import Message, WorkQueue
 from broker.tasks import (
@@ -96,7 +98,7 @@ from broker.tasks import (
 
 __all__ = [
     "current_values",
-    "Bucket", "Connection", "JetStream", "NATS_ERRORS",
+    "Bucket", "Connection", "ExitLog", "JetStream", "NATS_ERRORS",
     "reply_allowed", "request_reply", "AuthInitError", "Identity", "IdentityError", "NKEY_ENV", "PASSWORD_ENV", "ROLES", "identity_for",
     "identity_from_config", "init_auth", "role_identity", "worker_agents", "worker_identity",
     "BodyTooLargeError", "ClusterError", "CodecError", "DeclarationError", "ELECTION_POLL", "LocalCluster", "declare_all", "set_lazy_replicas", "is_transient", "publish_retrying", "retrying", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",

@@ -87,6 +87,11 @@ def event(node: str, kind: str) -> str:
     return f"foundation.events.{token(node, 'node name')}.{token(kind, 'event kind')}"
 
 
+def node_events(node: str) -> str:
+    """The events of one node named by kind, ``foundation.events.<node>.*`` (exits, quota breaches)."""
+    return f"foundation.events.{token(node, 'node name')}.*"
+
+
 def events(node: str = "*") -> str:
     """Wildcard for the lifecycle events of one node (or of all)."""
     return f"foundation.events.{node}.>"

@@ -14,9 +14,9 @@ when the task is dead-lettered, tell what happened:
 * the **exit log**: the supervisor publishes every worker exit (``exit``
   events: pid, how) and quota breach (``quota`` events) on
   ``foundation.events.<node>.<kind>``. A stream keeps them (``WORKER_EXITS``,
-  declared here unless another stream already stores those subjects), so
-  the exit of the pid that ran the last attempt can be found later by
-  whoever dead-letters the task.
+  declared by :class:`broker.ExitLog` unless another stream already stores
+  those subjects), so the exit of the pid that ran the last attempt can be
+  found later by whoever dead-letters the task.
 
 The result reads like ``worker exited: signal SIGSEGV`` or ``worker exited:
 signal SIGKILL (quota rss 160.2 > 100.0)``.
@@ -25,18 +25,23 @@ signal SIGKILL (quota rss 160.2 > 100.0)``.
 from __future__ import annotations
 
 import asyncio
-import datetime
+import contextlib
 import logging
 import time
 from typing import Any
 
-import nats.errors
-import nats.js.errors
-from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.kv import KeyValue
-
-from broker import CodecError, catalog, decode, encode, key_value, subjects
+from broker import (
+    BrokerClosedError,
+    Bucket,
+    CodecError,
+    ExitLog,
+    JetStream,
+    catalog,
+    decode,
+    encode,
+    subjects,
+)
+from config.errors import BrokerError
 from workers.statestore import TRANSIENT
 
 log = logging.getLogger("foundation.worker.journal")
@@ -49,16 +54,20 @@ EXITS_STREAM = subjects.EXITS_STREAM
 class AttemptJournal:
     """Records attempts of redelivered tasks; explains how the last one ended."""
 
-    def __init__(self, js: JetStreamContext, kv: KeyValue, exits_stream: str | None) -> None:
-        self.js = js
-        self.kv = kv
-        self.exits_stream = exits_stream
+    def __init__(self, bucket: Bucket, exits: ExitLog) -> None:
+        self.bucket = bucket
+        self.exits = exits
+
+    @property
+    def exits_stream(self) -> str | None:
+        """The stream of the exit log (``None``: there is none)."""
+        return self.exits.stream
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> "AttemptJournal":
+    async def open(cls, js: JetStream) -> "AttemptJournal":
         """Open the journal bucket and find (or declare) the exit log."""
-        kv = await key_value(js, ATTEMPTS_BUCKET, ttl=ATTEMPTS_TTL)
-        return cls(js, kv, await _exit_log(js))
+        bucket = await Bucket.open(js, ATTEMPTS_BUCKET, ttl=ATTEMPTS_TTL)
+        return cls(bucket, await ExitLog.open(js))
 
     @staticmethod
     def key(pool: str, seq: int) -> str:
@@ -73,7 +82,7 @@ class AttemptJournal:
         data = encode({**record, "started": time.time()})
         for delay in (0.05, 0.2, 0.0):
             try:
-                await self.kv.put(self.key(pool, seq), data)
+                await self.bucket.put(self.key(pool, seq), data)
                 return
             except TRANSIENT as exc:
                 log.debug("journal entry for %s.%s not stored: %s", pool, seq, exc)
@@ -82,17 +91,14 @@ class AttemptJournal:
     async def failed(self, pool: str, seq: int, error: str, **record: Any) -> None:
         """Record the error an attempt ended with (when the worker knows it)."""
         try:
-            await self.kv.put(self.key(pool, seq), encode({**record, "error": error, "started": time.time()}))
+            await self.bucket.put(self.key(pool, seq), encode({**record, "error": error, "started": time.time()}))
         except TRANSIENT as exc:
             log.debug("journal error for %s.%s not stored: %s", pool, seq, exc)
 
     async def last(self, pool: str, seq: int) -> dict[str, Any] | None:
         """The journal entry of the last recorded attempt, if any."""
-        try:
-            entry = await self.kv.get(self.key(pool, seq))
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        return decode(entry.value) if entry.value else None
+        entry = await self.bucket.get(self.key(pool, seq))
+        return decode(entry[0]) if entry is not None and entry[0] else None
 
     async def last_error(self, pool: str, seq: int, attempts: int) -> str:
         """One line: how the last attempt of the task ended, as far as known."""
@@ -113,62 +119,30 @@ class AttemptJournal:
             return None
         how: str | None = None
         quota = ""
-        events = f"foundation.events.{subjects.token(node, 'node name')}.*"
-        start = datetime.datetime.fromtimestamp(max(0.0, since - 1.0), tz=datetime.timezone.utc)
+        events = subjects.node_events(node)
         try:
-            # Count first: asking the consumer how much is pending races with
-            # the messages it pushes at once.
-            info = await self.js.stream_info(self.exits_stream, subjects_filter=events)
-            if not info.state.subjects:
-                return None
-            sub = await self.js.subscribe(
-                events,
-                stream=self.exits_stream,
-                ordered_consumer=True,
-                config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start),
-            )
-        except (nats.js.errors.Error, *TRANSIENT) as exc:
+            replay = self.exits.replay(events, max(0.0, since - 1.0), timeout)
+            async with contextlib.aclosing(replay):
+                async for subject, data in replay:
+                    try:
+                        event = decode(data)
+                    except CodecError:
+                        event = None
+                    if not isinstance(event, dict):  # written by someone else: not an exit record
+                        log.warning("exit log: skipping a malformed record on %s", subject)
+                    elif event.get("pid") == pid:
+                        if event.get("kind") == "exit":
+                            how = str(event.get("how") or f"exit code {event.get('code')}")
+                        elif event.get("kind") == "quota":
+                            quota = f" (quota {event.get('quota')} {event.get('value')} > {event.get('limit')})"
+                    if how is not None:
+                        break
+        except BrokerClosedError:
+            raise
+        except BrokerError as exc:
             log.debug("exit log not readable: %s", exc)
             return None
-        try:
-            while how is None:
-                msg = await sub.next_msg(timeout=timeout)
-                try:
-                    event = decode(msg.data)
-                except CodecError:
-                    event = None
-                if not isinstance(event, dict):  # written by someone else: not an exit record
-                    log.warning("exit log: skipping a malformed record on %s", msg.subject)
-                elif event.get("pid") == pid:
-                    if event.get("kind") == "exit":
-                        how = str(event.get("how") or f"exit code {event.get('code')}")
-                    elif event.get("kind") == "quota":
-                        quota = f" (quota {event.get('quota')} {event.get('value')} > {event.get('limit')})"
-                if msg.metadata.num_pending == 0:
-                    break
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
-            pass
-        finally:
-            try:
-                await sub.unsubscribe()
-            except nats.errors.Error:
-                pass
         if how is None:
             return None
         return how if "quota" in how else how + quota
 
-
-async def _exit_log(js: JetStreamContext) -> str | None:
-    """The stream holding exit events: an existing one, or ``WORKER_EXITS``."""
-    probe = "foundation.events.probe.exit"
-    try:
-        return await js.find_stream_name_by_subject(probe)
-    except nats.js.errors.NotFoundError:
-        pass
-    try:
-        await js.add_stream(catalog.exits_stream())
-    except nats.js.errors.BadRequestError as exc:
-        if exc.err_code != 10058:  # 10058: created meanwhile by another worker
-            log.warning("exit log stream not declared (%s); deaths will be reported without their exit status", exc.description)
-            return None
-    return EXITS_STREAM
