@@ -20,6 +20,8 @@
 * :mod:`broker.bucket` — a KV bucket read and written by key (the attempt journal).
 * :mod:`broker.casbucket` — a KV bucket with compare-and-set writes (agent states).
 * :mod:`broker.exitlog` — the stream of worker exit events, replayed to explain a death.
+* :mod:`broker.stored` — a stream's messages by sequence: read, delete, a consumer's progress.
+* :mod:`broker.listener` — plain messages on a subject handed to a callback (advisories).
 """
 
 from broker import catalog, monitor, subjects
@@ -86,6 +88,8 @@ from broker.streams import (
 from broker.bucket import Bucket
 from broker.casbucket import CasBucket, CasConflictError
 from broker.exitlog import ExitLog
+from broker.listener import Listener, Received
+from broker.stored import ConsumerProgress, StoredMessage, consumer_progress, delete_message, get_message
 from broker.outcomes import AckedPublisher, OutcomeStore
 from broker.workqueue import Message, WorkQueue
 from broker.tasks import (
@@ -98,7 +102,8 @@ from broker.tasks import (
 
 __all__ = [
     "current_values",
-    "Bucket", "Connection", "ExitLog", "JetStream", "NATS_ERRORS",
+    "Bucket", "Connection", "ConsumerProgress", "ExitLog", "JetStream", "Listener", "NATS_ERRORS", "Received",
+    "StoredMessage", "consumer_progress", "delete_message", "get_message",
     "reply_allowed", "request_reply", "AuthInitError", "Identity", "IdentityError", "NKEY_ENV", "PASSWORD_ENV", "ROLES", "identity_for",
     "identity_from_config", "init_auth", "role_identity", "worker_agents", "worker_identity",
     "BodyTooLargeError", "ClusterError", "CodecError", "DeclarationError", "ELECTION_POLL", "LocalCluster", "declare_all", "set_lazy_replicas", "is_transient", "publish_retrying", "retrying", "EmbeddedServer", "InvalidJSONError", "NatsUnavailableError",

@@ -37,6 +37,7 @@ from nats.aio.msg import Msg
 from broker import subjects
 from broker.connection import BrokerClosedError, BrokerUnavailableError, translated
 from broker.outcomes import AckedPublisher
+from broker.stored import delete_message, get_message
 from config.errors import BrokerError
 
 log = logging.getLogger("foundation.broker.workqueue")
@@ -46,7 +47,6 @@ Message = Msg  # a delivered task: .data, .headers, .metadata (sequence, num_del
 # No messages / request expired / request refused / nobody answered (no
 # leader just now): the request is over.
 _END = ("404", "408", "409", "503")
-_GONE = (10037, 10043, 10057)  # no message found / sequence not found / no message with that sequence
 
 
 def status_of(msg: Msg) -> str | None:
@@ -331,25 +331,11 @@ class WorkQueue:
 
     async def delete(self, seq: int) -> None:
         """Remove the task at ``seq`` from the stream; already gone is fine."""
-        try:
-            await self._js.delete_msg(self.stream, seq)
-        except nats.js.errors.NotFoundError:
-            pass
-        except nats.js.errors.APIError as exc:
-            if exc.err_code not in _GONE:
-                raise BrokerError(f"deleting task {seq} from {self.stream}: {exc.description}") from exc
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            raise translated(exc, f"deleting task {seq}") from exc
+        await delete_message(self._js, self.stream, seq)
 
     async def still_queued(self, seq: int) -> bool:
         """Whether the task at ``seq`` is still in the stream."""
-        try:
-            await self._js.get_msg(self.stream, seq=seq)
-        except nats.js.errors.NotFoundError:
-            return False
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            raise translated(exc, f"reading task {seq}") from exc
-        return True
+        return await get_message(self._js, self.stream, seq) is not None
 
     async def nak(self, msg: Msg, delay: float = 0.0) -> None:
         """Hand the task back for redelivery after ``delay`` seconds."""

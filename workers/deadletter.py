@@ -34,13 +34,21 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import nats.errors
-import nats.js.errors
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-
-from broker import CodecError, OutcomeStore, decode, result_body, subjects
+from broker import (
+    CodecError,
+    Connection,
+    JetStream,
+    Listener,
+    OutcomeStore,
+    Received,
+    consumer_progress,
+    decode,
+    delete_message,
+    get_message,
+    result_body,
+    subjects,
+)
+from config.errors import BrokerError
 from config.schema import PoolConfig
 from workers.journal import AttemptJournal
 from workers.metrics import TASKS_DEAD
@@ -52,7 +60,6 @@ log = logging.getLogger("foundation.worker.deadletter")
 ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 MAX_ADVISORY_TASKS = 64  # advisories handled at once; more wait for the sweep
 SWEEP_BATCH = 100  # candidates examined per sweep
-_GONE = (10037, 10043, 10057)  # no message found / sequence not found / no message with that sequence
 
 FindApplied = Callable[[str], Awaitable[Applied | None]]
 
@@ -61,15 +68,9 @@ def advisory_subject(pool: str) -> str:
     return f"{ADVISORY}.{subjects.TASKS_STREAM}.{subjects.consumer(pool)}"
 
 
-async def delete_task(js: JetStreamContext, seq: int) -> None:
+async def delete_task(js: JetStream, seq: int) -> None:
     """Remove a task from ``TASKS`` by sequence; already gone is fine."""
-    try:
-        await js.delete_msg(subjects.TASKS_STREAM, seq)
-    except nats.js.errors.NotFoundError:
-        pass
-    except nats.js.errors.APIError as exc:
-        if exc.err_code not in _GONE:
-            raise
+    await delete_message(js, subjects.TASKS_STREAM, seq)
 
 
 class DeadLetters:
@@ -87,8 +88,8 @@ class DeadLetters:
 
     def __init__(
         self,
-        nc: Client,
-        js: JetStreamContext,
+        nc: Connection,
+        js: JetStream,
         pool: PoolConfig,
         worker_id: str,
         outcomes: OutcomeStore,
@@ -107,21 +108,18 @@ class DeadLetters:
         self._suspects: set[int] = set()
         self._busy: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._sub: Any = None
+        self._listener: Listener | None = None
 
     async def start(self) -> None:
         """Listen for advisories (one worker of the pool gets each) and sweep."""
-        self._sub = await self.nc.subscribe(
-            advisory_subject(self.pool.name), queue=f"foundation-dlq-{self.pool.name}", cb=self._on_advisory
+        self._listener = await Listener.start(
+            self.nc, advisory_subject(self.pool.name), self._on_advisory, queue=f"foundation-dlq-{self.pool.name}"
         )
         self._spawn(self._sweep_loop())
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except nats.errors.Error:
-                pass
+        if self._listener is not None:
+            await self._listener.stop()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -132,7 +130,7 @@ class DeadLetters:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _on_advisory(self, msg: Msg) -> None:
+    async def _on_advisory(self, msg: Received) -> None:
         try:
             event = decode(msg.data)
             seq, deliveries = int(event["stream_seq"]), int(event.get("deliveries") or self.pool.max_deliver)
@@ -164,22 +162,19 @@ class DeadLetters:
         while True:
             try:
                 await self.sweep()
-            except (nats.errors.Error, *TRANSIENT) as exc:
+            except (BrokerError, *TRANSIENT) as exc:
                 log.debug("sweep failed: %s", exc)
             await asyncio.sleep(self.interval)
 
     async def sweep(self) -> list[int]:
         """One sweep; the stream sequences it dead-lettered."""
-        info = await self.js.consumer_info(subjects.TASKS_STREAM, subjects.consumer(self.pool.name))
-        limit = info.delivered.stream_seq if info.num_ack_pending == 0 else info.ack_floor.stream_seq
+        progress = await consumer_progress(self.js, subjects.TASKS_STREAM, subjects.consumer(self.pool.name))
+        limit = progress.delivered if progress.ack_pending == 0 else progress.ack_floor
         candidates: list[int] = []
         seq = 1
         while limit and len(candidates) < SWEEP_BATCH:
-            try:
-                msg = await self.js.get_msg(subjects.TASKS_STREAM, seq=seq, subject=subjects.tasks(self.pool.name), next=True)
-            except nats.js.errors.NotFoundError:
-                break
-            if msg.seq is None or msg.seq > limit:
+            msg = await get_message(self.js, subjects.TASKS_STREAM, seq, subject=subjects.tasks(self.pool.name), next=True)
+            if msg is None or msg.seq > limit:
                 break
             candidates.append(msg.seq)
             seq = msg.seq + 1
@@ -202,13 +197,10 @@ class DeadLetters:
             self._busy.discard(seq)
 
     async def _handle(self, seq: int, deliveries: int) -> bool:
-        try:
-            msg = await self.js.get_msg(subjects.TASKS_STREAM, seq=seq)
-        except nats.js.errors.NotFoundError:
+        msg = await get_message(self.js, subjects.TASKS_STREAM, seq)
+        if msg is None or msg.subject != subjects.tasks(self.pool.name):
             return False
-        if msg.subject != subjects.tasks(self.pool.name):
-            return False
-        headers = dict(msg.headers or {})
+        headers = msg.headers
         task_id = headers.get(subjects.MSG_ID) or subjects.default_task_id(seq)
         reply_to = headers.get(subjects.REPLY_TO)
         applied = await self.find_applied(task_id) if self.find_applied is not None else None
@@ -221,7 +213,7 @@ class DeadLetters:
             log.warning("task %s ran out of deliveries after it was applied; result re-published", task_id)
             return True
         error = await self.journal.last_error(self.pool.name, seq, deliveries)
-        await self.outcomes.dead_letter(msg.data or b"", task_id=task_id, error=error, attempts=deliveries)
+        await self.outcomes.dead_letter(msg.data, task_id=task_id, error=error, attempts=deliveries)
         body = result_body(
             task_id=task_id, pool=self.pool.name, worker=self.worker_id, attempt=deliveries,
             duration_ms=0.0, error=error,
