@@ -154,7 +154,8 @@ class Worker:
         journal = await AttemptJournal.open(jetstream(self.nc))
         transaction = None
         if self.stateful:
-            transaction = await StateTransaction.open(queue, pool, self.node, self.worker_id, self.outcomes)
+            transaction = await StateTransaction.open(queue, pool, self.node, self.worker_id, self.outcomes,
+                                                      serial=not self.handler.is_async)
         self.assemble(queue, journal, transaction)
         self.dead = DeadLetters(
             self.nc, jetstream(self.nc), pool, self.worker_id, self.outcomes, self.journal,
@@ -338,7 +339,7 @@ class Worker:
             await self.dead.stop()
         await self.inflight.stop()
         if self.transaction is not None:
-            await self.transaction.agent.close()
+            await self.transaction.close()
         if self.queue.is_connected:
             try:
                 await self.queue.flush(timeout=2)

@@ -39,7 +39,7 @@ class Delivery:
         payload: the decoded body (set by the dead-lettering middleware).
         lease_start, reconnects: the lease (see :mod:`workers.inflight`).
         suspect: its last attempt died with its worker (:mod:`workers.suspects`).
-        past_lock: a stateful task done with the agent lock.
+        serial: its call on the agent's thread (a sync handler of a stateful pool).
         abandon_reason: why the worker handed it back, if it did.
         failure: the exception the handler raised, if it did (a failure that
             is not this one was raised by a middleware).
@@ -49,7 +49,7 @@ class Delivery:
 
     __slots__ = (
         "msg", "task_id", "pool", "attempt", "stream_seq", "headers", "started", "payload",
-        "lease_start", "reconnects", "tracker", "last_beat", "suspect", "past_lock", "abandon_reason",
+        "lease_start", "reconnects", "tracker", "last_beat", "suspect", "serial", "abandon_reason",
         "failure", "running", "seconds", "settled",
     )
 
@@ -70,7 +70,7 @@ class Delivery:
         self.tracker = tracker
         self.last_beat = lease_start
         self.suspect = False
-        self.past_lock = False
+        self.serial: Any = None  # its call on the agent's thread (workers.stateful.Applying)
         self.abandon_reason = ""
         self.failure: BaseException | None = None
         self.running: Any = None  # the handler call in progress (workers.handler.Running)

@@ -10,6 +10,10 @@ that came in since the last, not one per call.
 (:mod:`workers.middleware`): it builds the ``ctx``, runs the handler and
 turns its return value into the result body.
 
+A stateful pool's sync handler runs instead on its agent's one thread
+(:mod:`workers.stateful`), with a :class:`Serial` that runs each call there
+and collects it on the loop in the order the calls ran.
+
 A call can be *interrupted* (soft time limit): an async handler is cancelled,
 so ``CancelledError`` is raised where it awaits; a sync handler gets the
 exception raised asynchronously in its thread, at its next Python
@@ -27,7 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from broker import result_body
 from config.errors import WorkerError
@@ -86,11 +90,16 @@ class Handler:
     def __call__(self, payload: Any, ctx: Any) -> Awaitable[Any]:
         return self.start(payload, ctx).future
 
-    def start(self, payload: Any, ctx: Any) -> "Running":
-        """Start the handler; the returned :class:`Running` can be awaited or interrupted."""
+    def start(self, payload: Any, ctx: Any, serial: Serial | None = None) -> "Running":
+        """Start the handler; the returned :class:`Running` can be awaited or interrupted.
+
+        A sync handler runs on ``serial.threads`` under ``serial`` if given.
+        """
         args = (payload, ctx) if self.wants_ctx else (payload,)
         if self.is_async:
             return Running(asyncio.ensure_future(self.fn(*args)), None)
+        if serial is not None:
+            return serial.threads.submit(self.fn, args, serial)
         assert self._pool is not None
         return self._pool.submit(self.fn, args)
 
@@ -98,6 +107,27 @@ class Handler:
         """Release the threads without waiting: a stuck handler must not block the exit."""
         if self._pool is not None:
             self._pool.close()
+
+
+class Serial(Protocol):
+    """How one sync call runs on an agent's thread (see :mod:`workers.stateful`).
+
+    Attributes:
+        threads: where the call runs.
+        seconds: how long the handler ran, once it has.
+        body: the result body, once collected.
+    """
+
+    threads: HandlerThreads
+    seconds: float | None
+    body: dict[str, Any] | None
+
+    def run(self, call: _ThreadCall, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """On the thread: run the call with ``call.run(fn, args)`` and what goes around it."""
+
+    def collected(self, ran: bool, ok: bool, value: Any) -> tuple[bool, Any]:
+        """On the loop, for every call submitted, in the order they ran: ``(ok, value)`` to
+        hand to the caller. ``ran`` is false for a call cancelled before it started."""
 
 
 SPAWN_AFTER = 0.001  # seconds calls wait for a busy thread before another is started
@@ -119,9 +149,11 @@ class HandlerThreads:
 
     def __init__(self, size: int) -> None:
         self.size = max(1, size)
-        self._calls: collections.deque[tuple[_ThreadCall, Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]]
+        self._calls: collections.deque[tuple[_ThreadCall, Callable[..., Any], tuple[Any, ...], asyncio.Future[Any],
+                                             Serial | None]]
         self._calls = collections.deque()
-        self._done: collections.deque[tuple[asyncio.Future[Any], bool, Any]] = collections.deque()
+        self._done: collections.deque[tuple[asyncio.Future[Any], bool, bool, Any, Serial | None]]
+        self._done = collections.deque()
         self._lock = threading.Lock()
         self._wake = threading.Semaphore(0)
         self._idle = 0
@@ -131,11 +163,12 @@ class HandlerThreads:
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Running:
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], serial: Serial | None = None) -> Running:
+        """Queue ``fn(*args)``; with ``serial``, run and collected through it."""
         loop = self._loop = asyncio.get_running_loop()
         future = loop.create_future()
         call = _ThreadCall()
-        self._calls.append((call, fn, args, future))
+        self._calls.append((call, fn, args, future, serial))
         start = later = False
         with self._lock:
             if self._idle:
@@ -178,7 +211,7 @@ class HandlerThreads:
         calls = self._calls
         while not self._closed:
             try:
-                call, fn, args, future = calls.popleft()
+                call, fn, args, future, serial = calls.popleft()
             except IndexError:
                 with self._lock:
                     if self._closed:
@@ -188,13 +221,17 @@ class HandlerThreads:
                     self._idle += 1
                 self._wake.acquire()
                 continue
-            if future.done():  # cancelled before it started
+            ran = not future.done()  # else cancelled before it started
+            if ran:
+                try:
+                    value, ok = (call.run(fn, args) if serial is None else serial.run(call, fn, args)), True
+                except BaseException as exc:  # handed to the awaiting task, whatever it is
+                    value, ok = exc, False
+            elif serial is None:
                 continue
-            try:
-                value, ok = call.run(fn, args), True
-            except BaseException as exc:  # handed to the awaiting task, whatever it is
-                value, ok = exc, False
-            self._done.append((future, ok, value))
+            else:
+                value, ok = None, False
+            self._done.append((future, ran, ok, value, serial))
             with self._lock:
                 wake, self._looking = not self._looking, True
             if wake and self._loop is not None:
@@ -208,7 +245,9 @@ class HandlerThreads:
             self._looking = False
         done = self._done
         while done:
-            future, ok, value = done.popleft()
+            future, ran, ok, value, serial = done.popleft()
+            if serial is not None:
+                ok, value = serial.collected(ran, ok, value)
             if future.done():
                 continue
             if ok:
@@ -224,10 +263,12 @@ class _ThreadCall:
         self._lock = threading.Lock()
         self._ident: int | None = None
         self._injected = False
+        self.started: float | None = None  # time.monotonic() when the call began
 
     def run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         with self._lock:
             self._ident = threading.get_ident()
+            self.started = time.monotonic()
         try:
             return fn(*args)
         finally:
@@ -257,6 +298,12 @@ class Running:
         self.future = future
         self._thread = thread
         self.interrupted = False
+        self._started = time.monotonic() if thread is None else None
+
+    @property
+    def started(self) -> float | None:
+        """``time.monotonic()`` when the handler began (``None``: a thread call still queued)."""
+        return self._started if self._thread is None else self._thread.started
 
     @property
     def in_thread(self) -> bool:
@@ -304,14 +351,21 @@ class HandlerCall:
             ctx = TaskContext(task_id=d.task_id, attempt=d.attempt, pool=d.pool, worker=self.worker_id,
                               state=self.state, log=self.log, headers=d.headers, variables=self.variables)
         t0 = time.perf_counter()
-        d.running = running = self.handler.start(d.payload, ctx)
+        serial = d.serial
+        d.running = running = self.handler.start(d.payload, ctx, serial)
         try:
             result = await running.future
         except Exception as exc:
-            d.seconds = time.perf_counter() - t0
+            d.seconds = time.perf_counter() - t0 if serial is None or serial.seconds is None else serial.seconds
             d.failure = exc
             raise
+        if serial is not None:  # timed on the agent's thread, the body recorded with the state
+            d.seconds = seconds = serial.seconds
+            return Outcome("ok", result=result, handler_seconds=seconds, body=serial.body)
         d.seconds = seconds = time.perf_counter() - t0
-        body = result_body(task_id=d.task_id, pool=d.pool, worker=self.worker_id, attempt=d.attempt,
+        return Outcome("ok", result=result, handler_seconds=seconds, body=self.body(d, result, seconds))
+
+    def body(self, d: Delivery, result: Any, seconds: float) -> dict[str, Any]:
+        """The result body of a handler's return value."""
+        return result_body(task_id=d.task_id, pool=d.pool, worker=self.worker_id, attempt=d.attempt,
                            duration_ms=seconds * 1000, result=result)
-        return Outcome("ok", result=result, handler_seconds=seconds, body=body)

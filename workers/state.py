@@ -4,17 +4,22 @@ An agent (a worker slot) owns a JSON-able dict, ``ctx.state``, kept in the
 ``agent_state`` bucket (:mod:`workers.statestore`). The rules:
 
 * **One task at a time.** Handlers of a stateful pool apply their effects
-  under :attr:`AgentState.lock`, like an actor processing its mailbox. Two
-  handlers interleaving on one dict would let a task that later fails leave
-  half its effects behind, or a commit capture half of another task's.
+  one after the other, like an actor processing its mailbox: an async
+  handler under :attr:`AgentState.lock`, a sync one on the agent's one
+  thread (:mod:`workers.stateful`), which runs them in the order they were
+  claimed. Two handlers interleaving on one dict would let a task that later
+  fails leave half its effects behind, or a commit capture half of another
+  task's.
 * **Record, then commit, then publish, then ack.** After the handler returns,
-  :meth:`AgentState.record` snapshots the state and adds the task id to the
-  *applied* list and its result to the *outbox*; the lock is released. A
-  single committer writes the newest snapshot with compare-and-set, so the
+  the state is snapshotted (:meth:`AgentState.snapshot`, on the thread that
+  ran it) and :meth:`AgentState.record` adds the task id to the *applied*
+  list and its result to the *outbox*, in the order the tasks ran. A single
+  committer writes the newest recorded snapshot with compare-and-set, so the
   tasks recorded meanwhile are committed together (group commit). Only once
   a task's record is stored does the worker publish its result and ack it.
 * **Rollback.** A handler that raises (or runs over its soft time limit) has
-  its partial effects discarded: the state goes back to the last snapshot.
+  its partial effects discarded: the state goes back to the snapshot taken
+  after the task before it.
 * **Applied means applied.** Before running a task, the worker looks its id
   up in the applied list (and, for a redelivery, in the other agents' lists
   of the pool): a task found there is not run again; its recorded result is
@@ -103,7 +108,9 @@ class AgentState:
         self.state: dict[str, Any] = {}
         self.lock = asyncio.Lock()
         self.failed: BaseException | None = None
-        self._state_bytes = b"{}"  # the state after the last recorded task: commit source and rollback point
+        self._state_bytes = b"{}"  # the state after the last recorded task: what is committed
+        self._applied_bytes = b"{}"  # the state after the last applied task: the rollback point
+        self._claims: dict[str, asyncio.Future[None]] = {}  # tasks claimed for the agent's thread, not collected
         self._applied: dict[str, None] = {}  # ordered set, oldest first
         self._outbox: dict[str, dict[str, Any]] = {}
         self._futures: dict[str, asyncio.Future[None]] = {}
@@ -171,14 +178,49 @@ class AgentState:
         return Applied(task_id, entry["result"] if entry else None, future)
 
     def rollback(self) -> None:
-        """Discard the effects of the handler that ran since the last record."""
+        """Discard the effects of the handler that ran since the last task applied.
+
+        Called on the thread that ran the handler (the loop's, for an async one).
+        """
         self.state.clear()
-        self.state.update(decode(self._state_bytes))
+        self.state.update(decode(self._applied_bytes))
+
+    def snapshot(self) -> bytes:
+        """The state after a handler returned, now the rollback point (on the thread that ran it).
+
+        Raises:
+            CodecError: the state is not JSON-serializable (call :meth:`rollback`).
+        """
+        self._applied_bytes = data = encode(self.state)
+        return data
+
+    def claim(self, task_id: str) -> None:
+        """``task_id`` goes to the agent's thread: another delivery of it waits (:meth:`claimed`)."""
+        self._claims[task_id] = asyncio.get_running_loop().create_future()
+
+    def claimed(self, task_id: str) -> asyncio.Future[None] | None:
+        """Resolved once the claimed call of ``task_id`` is collected (``None``: not claimed)."""
+        return self._claims.get(task_id)
+
+    def release(self, task_id: str) -> None:
+        """The claimed call of ``task_id`` is collected (recorded, failed or never run)."""
+        future = self._claims.pop(task_id, None)
+        if future is not None:
+            future.set_result(None)
+
+    async def _quiet(self) -> None:
+        """Wait until no claimed call is left on the agent's thread (hold the lock: none is claimed anew)."""
+        while self._claims:
+            await asyncio.wait(set(self._claims.values()))
 
     def record(
-        self, task_id: str, seq: int, result: dict[str, Any], lease: Lease, reply_to: str | None = None
+        self, task_id: str, seq: int, result: dict[str, Any], lease: Lease, reply_to: str | None = None,
+        snapshot: bytes | None = None,
     ) -> asyncio.Future[None]:
-        """Record that ``task_id`` was applied, with its result; hold the lock.
+        """Record that ``task_id`` was applied, with its result and the state it left.
+
+        Tasks are recorded in the order they ran: under the lock, or as the
+        agent's thread's calls are collected (given their ``snapshot``).
 
         Returns:
             A future resolved once the record is stored (raising
@@ -190,7 +232,7 @@ class AgentState:
         """
         if self.failed is not None:
             raise self.failed
-        self._state_bytes = encode(self.state)
+        self._state_bytes = self.snapshot() if snapshot is None else snapshot
         self._applied.pop(task_id, None)
         self._applied[task_id] = None
         self._outbox[task_id] = {"seq": seq, "result": result, **({"reply_to": reply_to} if reply_to else {})}
@@ -226,7 +268,7 @@ class AgentState:
     def _reset(self, stored: StoredState) -> None:
         self.state.clear()
         self.state.update(stored.state)
-        self._state_bytes = encode(self.state)
+        self._state_bytes = self._applied_bytes = encode(self.state)
         self._applied = dict.fromkeys(stored.applied)
         self._outbox = dict(stored.outbox)
         self._revision = stored.revision
@@ -342,6 +384,7 @@ class AgentState:
             self._reset_keeping_settled(stored)
         else:
             async with self.lock:
+                await self._quiet()
                 self._reset_keeping_settled(stored)
         self._fail_records(TaskAbandoned("its delivery may have moved to another worker before its state was stored"))
 

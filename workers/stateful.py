@@ -4,20 +4,26 @@ The rules are in :mod:`workers.state`; this is where a delivery meets them.
 Around the rest of the chain (time limits and the handler), for a stateful
 pool (``persist_state`` and a handler taking ``ctx``):
 
-1. take the agent lock (one task at a time applies its effects);
-2. a task this agent applied already, or (for a redelivery) another agent
-   of the pool applied, is not run again: its recorded result is
-   re-published and it is acked (``duplicate``). A redelivered task found in
-   no applied list whose message has left the stream was settled by an agent
-   that has forgotten it since: nothing is left to do;
-3. run the rest of the chain; an error rolls the state back and travels on
-   (a retry, or the DLQ); a hard time limit *wedges* the agent — the stuck
-   handler may still touch the state — and hands back every task waiting
-   for the lock;
-4. record the state and the result, release the lock, and wait until the
-   record is committed; only then does the outcome go to the consume loop,
-   which stores the result, acks (confirmed, or deletes the message), and
-   settles the task in the agent.
+1. *claim* the task under the agent lock: a task this agent applied
+   already, or (for a redelivery) another agent of the pool applied, is not
+   run again: its recorded result is re-published and it is acked
+   (``duplicate``). A redelivered task found in no applied list whose
+   message has left the stream was settled by an agent that has forgotten
+   it since: nothing is left to do. Another delivery of a task being
+   applied waits for it first;
+2. run the rest of the chain, one task at a time. A sync handler runs on
+   the agent's one thread (:class:`Applying`): the thread runs the calls in
+   the order they were claimed, snapshots the state after each (or rolls
+   it back after a failure), and the loop records each, in that order, as
+   it collects them — so the next call starts without waiting for the loop.
+   An async handler runs holding the lock, and is recorded before it lets
+   go;
+3. an error rolls the state back and travels on (a retry, or the DLQ); a
+   hard time limit *wedges* the agent — the stuck handler may still touch
+   the state — and hands back every task waiting for its turn;
+4. wait until the record is committed; only then does the outcome go on to
+   settling, which stores the result, acks (confirmed, or deletes the
+   message), and settles the task in the agent.
 
 A delivery whose lease ran out before its record was stored is abandoned
 (:class:`~workers.state.TaskAbandoned`): left to be redelivered, never
@@ -32,10 +38,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
+from collections.abc import Callable
+from typing import Any
 
-from broker import CodecError, OutcomeStore, WorkQueue, jetstream
+from broker import CodecError, OutcomeStore, WorkQueue, jetstream, result_body
 from config.schema import PoolConfig
 from workers.delivery import ACK_CONFIRMED, NAK, Delivery, Outcome
+from workers.handler import HandlerThreads
 from workers.middleware import Next
 from workers.state import AgentState, Applied, TaskAbandoned
 from workers.statestore import StateStore, agent_key
@@ -44,6 +54,7 @@ from workers.timelimits import HardTimeLimitExceeded
 log = logging.getLogger("foundation.worker")
 
 WEDGED = "a handler before it is stuck over its hard time limit"
+LEASE_LOST = "its delivery may have moved to another worker while the handler ran"
 
 
 def done_future() -> asyncio.Future[None]:
@@ -54,18 +65,26 @@ def done_future() -> asyncio.Future[None]:
 
 
 class StateTransaction:
-    """The stateful path of one worker (a middleware); open it with :meth:`open`."""
+    """The stateful path of one worker (a middleware); open it with :meth:`open`.
 
-    def __init__(self, agent: AgentState, store: StateStore, queue: WorkQueue, pool: PoolConfig) -> None:
+    Args:
+        serial: the handler is sync: run its calls on the agent's thread.
+        worker_id: the slot id (the result bodies' ``worker``).
+    """
+
+    def __init__(self, agent: AgentState, store: StateStore, queue: WorkQueue, pool: PoolConfig, *,
+                 serial: bool = False, worker_id: str = "") -> None:
         self.agent = agent
         self.store = store
         self.queue = queue
         self.pool = pool
-        self._waiting: dict[asyncio.Task[object], Delivery] = {}  # tasks waiting for the lock
+        self.worker_id = worker_id
+        self.threads = HandlerThreads(1) if serial else None
+        self._waiting: dict[asyncio.Task[object], Delivery] = {}  # tasks waiting for their turn
 
     @classmethod
     async def open(cls, queue: WorkQueue, pool: PoolConfig, node: str, worker_id: str,
-                   outcomes: OutcomeStore) -> StateTransaction:
+                   outcomes: OutcomeStore, *, serial: bool = False) -> StateTransaction:
         """Restore the agent's state; settle what its previous process left unsettled."""
         nc = queue.nc
         store = await StateStore.open(jetstream(nc))
@@ -80,32 +99,73 @@ class StateTransaction:
             agent.settle(task_id)
         if unsettled:
             log.info("%s: settled %d task(s) its previous process had applied", worker_id, len(unsettled))
-        return cls(agent, store, queue, pool)
+        return cls(agent, store, queue, pool, serial=serial, worker_id=worker_id)
+
+    async def close(self) -> None:
+        """Commit what is recorded and settled; release the agent's thread."""
+        await self.agent.close()
+        if self.threads is not None:
+            self.threads.close()
 
     async def __call__(self, d: Delivery, call_next: Next) -> Outcome:
         agent = self.agent
         if agent.wedged:
-            return Outcome("abandoned", settle=NAK)  # the lock will never be free again: hand it back
+            return Outcome("abandoned", settle=NAK)  # no turn will ever come again: hand it back
         me = asyncio.current_task()
         assert me is not None
         self._waiting[me] = d
         try:
-            await agent.lock.acquire()
+            if self.threads is not None:
+                return await self._serial(d, call_next)
+            return await self._locked(d, call_next)
         finally:
             self._waiting.pop(me, None)
+
+    async def _serial(self, d: Delivery, call_next: Next) -> Outcome:
+        """A sync handler: claim the task, then let the agent's thread apply it."""
+        agent = self.agent
+        while True:
+            other = agent.claimed(d.task_id)
+            if other is not None:  # another delivery of this task is being applied
+                await asyncio.wait({other})
+                continue
+            async with agent.lock:
+                if agent.claimed(d.task_id) is not None:
+                    continue
+                seen, own = await self._seen(d)
+                if seen is None:
+                    agent.claim(d.task_id)
+            break
+        if seen is not None:
+            return await self._duplicate(d, seen, own)
+        d.serial = applying = Applying(self, d)
+        try:
+            outcome = await call_next(d)
+        except HardTimeLimitExceeded:
+            agent.wedge()
+            self._hand_back_waiting(d)
+            raise
+        finally:
+            if d.running is None:  # it never reached the thread
+                agent.release(d.task_id)
+        if applying.stored is None:  # no call of ours returned this (cannot happen)
+            raise TaskAbandoned("the task's state was not recorded")
+        await applying.stored
+        outcome.settle = ACK_CONFIRMED
+        outcome.then = functools.partial(agent.settle, d.task_id)
+        return outcome
+
+    async def _locked(self, d: Delivery, call_next: Next) -> Outcome:
+        """An async handler: it runs, and is recorded, holding the agent lock."""
+        agent = self.agent
+        await agent.lock.acquire()
         release = True
         try:
-            seen = agent.lookup(d.task_id)
-            own = seen is not None
-            if seen is None and d.attempt > 1:
-                seen = await self.applied_elsewhere(d)
+            seen, own = await self._seen(d)
             if seen is not None:
                 agent.lock.release()
                 release = False
-                d.past_lock = True
-                await seen.stored
-                return Outcome("duplicate", body=seen.result, settle=ACK_CONFIRMED,
-                               then=functools.partial(agent.settle, d.task_id) if own else None)
+                return await self._duplicate(d, seen, own)
             try:
                 outcome = await call_next(d)
             except HardTimeLimitExceeded:
@@ -118,7 +178,7 @@ class StateTransaction:
                 raise
             if not d.lease_valid():
                 agent.rollback()
-                raise TaskAbandoned("its delivery may have moved to another worker while the handler ran")
+                raise TaskAbandoned(LEASE_LOST)
             try:
                 stored = agent.record(d.task_id, d.stream_seq, outcome.body or {}, d, d.reply_to)
             except CodecError as exc:
@@ -128,16 +188,32 @@ class StateTransaction:
         finally:
             if release:
                 agent.lock.release()
-                d.past_lock = True
         await stored
         outcome.settle = ACK_CONFIRMED
         outcome.then = functools.partial(agent.settle, d.task_id)
         return outcome
 
+    async def _seen(self, d: Delivery) -> tuple[Applied | None, bool]:
+        """Whether the task was applied already (hold the lock), and whether by this agent."""
+        seen = self.agent.lookup(d.task_id)
+        if seen is not None:
+            return seen, True
+        if d.attempt > 1:
+            return await self.applied_elsewhere(d), False
+        return None, False
+
+    async def _duplicate(self, d: Delivery, seen: Applied, own: bool) -> Outcome:
+        await seen.stored
+        return Outcome("duplicate", body=seen.result, settle=ACK_CONFIRMED,
+                       then=functools.partial(self.agent.settle, d.task_id) if own else None)
+
     def _hand_back_waiting(self, stuck: Delivery) -> None:
         for task, d in list(self._waiting.items()):
             if d is not stuck:
                 d.abandon_reason = WEDGED
+                running = d.running
+                if running is not None and running.started is None:
+                    running.future.cancel()  # still queued for the thread: it must never start
                 task.cancel()
 
     async def applied_elsewhere(self, d: Delivery) -> Applied | None:
@@ -164,3 +240,67 @@ class StateTransaction:
     async def find_applied(self, task_id: str) -> Applied | None:
         """This agent's or another's record of ``task_id`` (for the dead-letterer)."""
         return self.agent.lookup(task_id) or await self.peer_applied(task_id)
+
+
+class Applying:
+    """One delivery's call on the agent's thread (a :class:`~workers.handler.Serial`).
+
+    On the thread, around the handler: run nothing for a delivery that may
+    be another worker's now; after the handler, roll the state back if it
+    failed or its lease ran out, else snapshot it. On the loop, in the order
+    the calls ran: record the task with its snapshot and result body.
+    """
+
+    __slots__ = ("tx", "d", "seconds", "body", "snapshot", "stored")
+
+    def __init__(self, tx: StateTransaction, d: Delivery) -> None:
+        assert tx.threads is not None
+        self.tx = tx
+        self.d = d
+        self.seconds: float | None = None
+        self.body: dict[str, Any] | None = None
+        self.snapshot = b""
+        self.stored: asyncio.Future[None] | None = None
+
+    @property
+    def threads(self) -> HandlerThreads:
+        assert self.tx.threads is not None
+        return self.tx.threads
+
+    def run(self, call: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        agent, d = self.tx.agent, self.d
+        if not d.lease_valid():
+            raise TaskAbandoned("its delivery may have moved to another worker before the handler ran")
+        t0 = time.perf_counter()
+        try:
+            result = call.run(fn, args)
+        except BaseException:
+            self.seconds = time.perf_counter() - t0
+            agent.rollback()
+            raise
+        self.seconds = time.perf_counter() - t0
+        if not d.lease_valid():
+            agent.rollback()
+            raise TaskAbandoned(LEASE_LOST)
+        try:
+            self.snapshot = agent.snapshot()
+        except CodecError:
+            agent.rollback()
+            raise
+        return result
+
+    def collected(self, ran: bool, ok: bool, value: Any) -> tuple[bool, Any]:
+        tx, d = self.tx, self.d
+        agent = tx.agent
+        agent.release(d.task_id)
+        if not (ran and ok):
+            return ok, value
+        if agent.wedged:  # a call that outlived its hard time limit: it counts for nothing
+            return False, TaskAbandoned(WEDGED)
+        self.body = result_body(task_id=d.task_id, pool=d.pool, worker=tx.worker_id, attempt=d.attempt,
+                                duration_ms=(self.seconds or 0.0) * 1000, result=value)
+        try:
+            self.stored = agent.record(d.task_id, d.stream_seq, self.body, d, d.reply_to, self.snapshot)
+        except Exception as exc:  # the committer stopped, or a result body that cannot be stored
+            return False, exc
+        return True, value

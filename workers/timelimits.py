@@ -98,17 +98,14 @@ class TimeLimits:
 
     async def __call__(self, d: Delivery, call_next: Next) -> Outcome:
         inner = asyncio.ensure_future(call_next(d))
-        t0 = time.monotonic()
         interrupted = False
         try:
-            if self.soft:
-                done, _ = await asyncio.wait({inner}, timeout=self.soft)
-                if not done and d.running is not None:
-                    d.running.interrupt(SoftTimeLimitExceeded)
-                    interrupted = True
+            if self.soft and await _ran_over(inner, d, self.soft):
+                assert d.running is not None
+                d.running.interrupt(SoftTimeLimitExceeded)
+                interrupted = True
             if self.hard:
-                done, _ = await asyncio.wait({inner}, timeout=max(0.0, self.hard - (time.monotonic() - t0)))
-                if not done:
+                if await _ran_over(inner, d, self.hard):
                     inner.add_done_callback(_retrieve)  # it may end some day; nobody waits for it
                     self.on_hard()
                     log.error("task %s ran over the hard time limit of %gs; recycling after the work in hand",
@@ -136,6 +133,19 @@ class TimeLimits:
     def _failure(d: Delivery, exc: BaseException) -> BaseException:
         d.failure = exc  # a failure of the handler's, not of a middleware
         return exc
+
+
+async def _ran_over(inner: asyncio.Future[Any], d: Delivery, limit: float) -> bool:
+    """Wait until ``inner`` is done (false) or its handler has run for ``limit``
+    seconds (true); time a call spends queued for a thread does not count."""
+    while True:
+        started = d.running.started if d.running is not None else None
+        left = limit if started is None else started + limit - time.monotonic()
+        if left <= 0:
+            return True
+        done, _ = await asyncio.wait({inner}, timeout=left)
+        if done:
+            return False
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
