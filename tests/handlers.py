@@ -122,6 +122,17 @@ async def tally(payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
     return {"count": ctx.state["count"]}
 
 
+def tally_sync(payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """:func:`tally` as a sync handler (run on the agent's thread); with
+    ``first_only``, works ``seconds`` on the first attempt only."""
+    if not payload.get("first_only") or ctx.attempt == 1:
+        time.sleep(float(payload.get("seconds", 0)))
+    ctx.state["count"] = ctx.state.get("count", 0) + 1
+    if payload.get("fail"):
+        raise RuntimeError(f"failing after counting {ctx.task_id}")
+    return {"count": ctx.state["count"]}
+
+
 async def nap(payload: dict[str, Any]) -> dict[str, Any]:
     """Sleeps ``seconds`` (async); with ``catch``, catches the soft time limit and returns."""
     try:

@@ -20,6 +20,7 @@ from broker import (
     subjects,
 )
 from config import NatsConfig, PoolConfig
+from tests.supervisor.helpers import eventually
 from workers import (
     AgentState,
     Handler,
@@ -64,7 +65,7 @@ class Outcomes(Middleware):
 
 
 def pool(**kw: Any) -> PoolConfig:
-    return PoolConfig(name="t", handler="tests.handlers:tally", **{"backoff": (0.01,), "max_deliver": 2, **kw})
+    return PoolConfig(**{"name": "t", "handler": "tests.handlers:tally", "backoff": (0.01,), "max_deliver": 2, **kw})
 
 
 @pytest.fixture
@@ -80,8 +81,15 @@ async def store(js) -> StateStore:
     return await StateStore.open(js)
 
 
-async def start_worker(nc, slot: str = "t.0", **kw: Any) -> tuple[Worker, Outcomes, asyncio.Event, asyncio.Task]:
-    cfg = pool(**kw)
+@pytest.fixture(params=["tally", "tally_sync"])
+def tally(request) -> str:
+    """The counting handler: async (it runs holding the agent lock) and sync
+    (its calls run back to back on the agent's thread)."""
+    return f"tests.handlers:{request.param}"
+
+
+async def start_worker(nc, handler: str, slot: str = "t.0", **kw: Any) -> tuple[Worker, Outcomes, asyncio.Event, asyncio.Task]:
+    cfg = pool(handler=handler, **kw)
     outcomes = Outcomes()
     worker = Worker(cfg, slot, nc, Handler.load(cfg.handler), middleware=[outcomes], fetch_timeout=0.2)
     await worker.bind()
@@ -167,9 +175,9 @@ async def test_the_window_keeps_unsettled_tasks_and_the_last_settled_ones(nc, st
 # -- the worker ------------------------------------------------------------------
 
 
-async def test_state_survives_a_restart_of_the_slot(nc, js, store) -> None:
+async def test_state_survives_a_restart_of_the_slot(nc, js, store, tally) -> None:
     for n, expected in ((5, 5), (3, 8)):
-        worker, outcomes, stop, runner = await start_worker(nc, concurrency=8)
+        worker, outcomes, stop, runner = await start_worker(nc, tally, concurrency=8)
         ids = {f"run{expected}-{i}" for i in range(n)}
         await asyncio.gather(*(publish_task(js, "t", {}, task_id=t) for t in ids))
         assert await outcomes.wait(ids) == {t: ["ok"] for t in ids}
@@ -178,8 +186,8 @@ async def test_state_survives_a_restart_of_the_slot(nc, js, store) -> None:
         assert (await store.load(agent_key("local", "t.0"))).state == {"count": expected}
 
 
-async def test_a_failing_handler_leaves_no_effect(nc, js, store) -> None:
-    worker, outcomes, stop, runner = await start_worker(nc)
+async def test_a_failing_handler_leaves_no_effect(nc, js, store, tally) -> None:
+    worker, outcomes, stop, runner = await start_worker(nc, tally)
     await publish_task(js, "t", {}, task_id="good-1")
     await publish_task(js, "t", {"fail": True}, task_id="bad-1")
     await publish_task(js, "t", {}, task_id="good-2")
@@ -192,9 +200,9 @@ async def test_a_failing_handler_leaves_no_effect(nc, js, store) -> None:
     assert dead.headers[subjects.ERROR] == "RuntimeError: failing after counting bad-1"
 
 
-async def test_a_task_the_agent_applied_is_not_applied_again(nc, js, store) -> None:
+async def test_a_task_the_agent_applied_is_not_applied_again(nc, js, store, tally) -> None:
     await seed(store, "t.0", state={"count": 7}, applied=["dup-1"])
-    worker, outcomes, stop, runner = await start_worker(nc)
+    worker, outcomes, stop, runner = await start_worker(nc, tally)
     await publish_task(js, "t", {}, task_id="dup-1")
     await publish_task(js, "t", {}, task_id="new-1")
     got = await outcomes.wait({"dup-1", "new-1"})
@@ -205,12 +213,12 @@ async def test_a_task_the_agent_applied_is_not_applied_again(nc, js, store) -> N
     assert (await js.stream_info(subjects.TASKS_STREAM)).state.messages == 0
 
 
-async def test_unsettled_tasks_of_the_previous_process_are_settled_at_start(nc, js, store) -> None:
+async def test_unsettled_tasks_of_the_previous_process_are_settled_at_start(nc, js, store, tally) -> None:
     ack = await publish_task(js, "t", {}, task_id="rec-1")
     body = result_body(task_id="rec-1", pool="t", worker="t.0", attempt=1, duration_ms=1.0, result={"from": "outbox"})
     await seed(store, "t.0", state={"count": 1}, applied=["rec-1"], outbox={"rec-1": {"seq": ack.seq, "result": body}})
     async with collect_results(js, "t") as results:
-        worker, outcomes, stop, runner = await start_worker(nc)
+        worker, outcomes, stop, runner = await start_worker(nc, tally)
         got = await results.wait_for({"rec-1"}, timeout=10)
     stop.set()
     await runner
@@ -221,7 +229,7 @@ async def test_unsettled_tasks_of_the_previous_process_are_settled_at_start(nc, 
     assert stored.state == {"count": 1} and stored.outbox == {} and stored.applied == ["rec-1"]
 
 
-async def test_a_task_another_agent_applied_is_not_applied_again(nc, js, store) -> None:
+async def test_a_task_another_agent_applied_is_not_applied_again(nc, js, store, tally) -> None:
     body = result_body(task_id="peer-1", pool="t", worker="t.1", attempt=1, duration_ms=1.0, result={"count": 4})
     await publish_task(js, "t", {}, task_id="peer-1")
     # Its first delivery went to t.1, which stored its state, then died.
@@ -232,7 +240,7 @@ async def test_a_task_another_agent_applied_is_not_applied_again(nc, js, store) 
     await first.nak()
     await sub.unsubscribe()
     async with collect_results(js, "t") as results:
-        worker, outcomes, stop, runner = await start_worker(nc)
+        worker, outcomes, stop, runner = await start_worker(nc, tally)
         got = await results.wait_for({"peer-1"}, timeout=10)
         await outcomes.wait({"peer-1"})
     stop.set()
@@ -243,8 +251,8 @@ async def test_a_task_another_agent_applied_is_not_applied_again(nc, js, store) 
     assert (await js.stream_info(subjects.TASKS_STREAM)).state.messages == 0
 
 
-async def test_concurrent_tasks_apply_one_at_a_time(nc, js, store) -> None:
-    worker, outcomes, stop, runner = await start_worker(nc, concurrency=8)
+async def test_concurrent_tasks_apply_one_at_a_time(nc, js, store, tally) -> None:
+    worker, outcomes, stop, runner = await start_worker(nc, tally, concurrency=8)
     ids = {f"c{i}" for i in range(40)}
     async with collect_results(js, "t") as results:
         await asyncio.gather(*(publish_task(js, "t", {"seconds": 0.002}, task_id=t) for t in ids))
@@ -254,3 +262,56 @@ async def test_concurrent_tasks_apply_one_at_a_time(nc, js, store) -> None:
     # Each task saw the count its predecessors left: no update lost, none repeated.
     assert sorted(r["result"]["count"] for r in got.values()) == list(range(1, 41))
     assert (await store.load(agent_key("local", "t.0"))).state == {"count": 40}
+
+
+async def test_failures_among_concurrent_tasks_roll_back_only_their_own_effects(nc, js, store, tally) -> None:
+    worker, outcomes, stop, runner = await start_worker(nc, tally, concurrency=8, max_deliver=1, backoff=())
+    failing = {f"f{i}" for i in range(0, 30, 3)}
+    ids = {f"f{i}" for i in range(30)}
+    async with collect_results(js, "t") as results:
+        await asyncio.gather(*(publish_task(js, "t", {"fail": t in failing}, task_id=t) for t in sorted(ids)))
+        got = await results.wait_for(ids - failing, timeout=20)
+        await outcomes.wait(ids)
+    stop.set()
+    await runner
+    assert {t: outcomes.by_id[t] for t in failing} == {t: ["exhausted"] for t in failing}
+    # The successful tasks saw the counts 1..20 between them: no failed task's count stayed.
+    assert sorted(got[t]["result"]["count"] for t in ids - failing) == list(range(1, 21))
+    assert (await store.load(agent_key("local", "t.0"))).state == {"count": 20}
+
+
+async def test_waiting_for_its_turn_does_not_count_against_the_time_limit(nc, js, store, tally) -> None:
+    # Four tasks of 0.3 s each run one after the other; each gets its whole 0.5 s.
+    worker, outcomes, stop, runner = await start_worker(nc, tally, concurrency=4, time_limit=0.5)
+    ids = {f"w{i}" for i in range(4)}
+    await asyncio.gather(*(publish_task(js, "t", {"seconds": 0.3}, task_id=t) for t in ids))
+    got = await outcomes.wait(ids)
+    stop.set()
+    await runner
+    assert got == {t: ["ok"] for t in ids}
+    assert (await store.load(agent_key("local", "t.0"))).state == {"count": 4}
+
+
+async def test_a_hard_time_limit_hands_back_the_tasks_waiting_for_their_turn(nc, js, store) -> None:
+    handler = "tests.handlers:tally_sync"
+    worker, outcomes, stop, runner = await start_worker(nc, handler, concurrency=4, hard_time_limit=0.3,
+                                                        max_deliver=3)
+    await publish_task(js, "t", {"seconds": 1.0, "first_only": True}, task_id="stuck")
+
+    async def in_hand() -> bool:
+        return (await js.consumer_info(subjects.TASKS_STREAM, subjects.consumer("t"))).num_ack_pending == 1
+
+    await eventually(in_hand, timeout=10, what="the stuck task in the worker's hands")
+    queued = {f"q{i}" for i in range(3)}
+    await asyncio.gather(*(publish_task(js, "t", {}, task_id=t) for t in queued))
+    assert await asyncio.wait_for(runner, 10) == "hard_time_limit"
+    assert outcomes.by_id["stuck"] == ["retry"]
+    assert all(kinds == ["abandoned"] for t, kinds in outcomes.by_id.items() if t in queued), outcomes.by_id
+    # The next incarnation of the slot finishes everything.
+    worker, outcomes, stop, runner = await start_worker(nc, handler, concurrency=4, max_deliver=3)
+    got = await outcomes.wait(queued | {"stuck"}, timeout=15)
+    stop.set()
+    await runner
+    assert got == {t: ["ok"] for t in queued | {"stuck"}}
+    # The stuck call counted for nothing: each task applied exactly once.
+    assert (await store.load(agent_key("local", "t.0"))).state == {"count": 4}
