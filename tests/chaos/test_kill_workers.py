@@ -21,8 +21,10 @@ POOL = {
 SUPERVISOR = {"max_restarts": 1000, "max_seconds": 10}  # the root, too, rides out the kills
 
 
-async def test_ten_thousand_tasks_twenty_kills() -> None:
-    with start_node(pools={"chaos": POOL}, node="chaos", supervisor=SUPERVISOR) as node:
+@pytest.mark.parametrize("handler", ["chaos.handlers:count", "chaos.handlers:count_sync"])
+async def test_ten_thousand_tasks_twenty_kills(handler: str) -> None:
+    pools = {"chaos": {**POOL, "handler": handler}}
+    with start_node(pools=pools, node="chaos", supervisor=SUPERVISOR) as node:
         result = await kill_workers(node.url, node.name, "chaos", tasks=10_000, kills=20, seed=7, is_alive=lambda: node.alive)
         report = result.report
         assert result.kills >= 20
