@@ -33,7 +33,8 @@ The order, outermost first (:func:`workers.consumer.Worker` builds it):
    :class:`~workers.market.MarketStep`.
 
 Time limits sit next to the handler so that waiting for the quota or for
-the agent lock never counts against them (the README's rule).
+the agent's turn never counts against them (the README's rule; a call
+queued for a thread is not charged its wait either).
 
 Containment: an exception raised by a middleware travels up the chain like
 a handler's; :class:`~workers.retries.DeadLettering` logs it (once, with
