@@ -40,13 +40,15 @@ async def run(cfg: PoolConfig, fn: Any, msgs: list[StubMsg], until: Any, *, midd
     """Run a worker on the stub broker until ``until(record)``, then stop it."""
     record = Record()
     queue = StubQueue(record, msgs)
-    worker = Worker(cfg, "t.0", None, Handler(fn), middleware=middleware, gate=gate, fetch_timeout=0.05)
+    handler = Handler(fn)
+    worker = Worker(cfg, "t.0", None, handler, middleware=middleware, gate=gate, fetch_timeout=0.05)
     worker.outcomes = outcomes = StubOutcomes(record)
     transaction = None
     if store is not None:
         agent = AgentState(store, agent_key("local", "t.0"), window=10, is_connected=lambda: True)
         await agent.open()
-        transaction = StateTransaction(agent, store, queue, cfg)  # type: ignore[arg-type]
+        transaction = StateTransaction(agent, store, queue, cfg,  # type: ignore[arg-type]
+                                       serial=not handler.is_async, worker_id="t.0")
     worker.assemble(queue, StubJournal(record), transaction)  # type: ignore[arg-type]
     stop = asyncio.Event()
     runner = asyncio.create_task(worker.run(stop))
@@ -173,18 +175,24 @@ async def test_the_hard_time_limit_recycles_the_worker() -> None:
     assert worker.recycle.reason == "hard_time_limit"
 
 
-async def test_the_state_transaction_applies_a_task_once() -> None:
-    async def tally(payload: Any, ctx: Any) -> Any:
-        ctx.state["count"] = ctx.state.get("count", 0) + 1
-        if payload.get("fail"):
-            raise RuntimeError("fails after counting")
-        return ctx.state["count"]
+def tally(payload: Any, ctx: Any) -> Any:
+    ctx.state["count"] = ctx.state.get("count", 0) + 1
+    if payload.get("fail"):
+        raise RuntimeError("fails after counting")
+    return ctx.state["count"]
 
+
+async def atally(payload: Any, ctx: Any) -> Any:
+    return tally(payload, ctx)
+
+
+@pytest.mark.parametrize("handler", [atally, tally], ids=["async", "sync"])
+async def test_the_state_transaction_applies_a_task_once(handler: Any) -> None:
     store = StubStateStore()
     store.seed(agent_key("local", "t.0"), {"count": 5}, ["dup"])
     msgs = [StubMsg({}, "dup", seq=1), StubMsg({}, "new", seq=2), StubMsg({"fail": True}, "bad", seq=3)]
     kinds = Kinds()
-    record, _, outcomes = await run(pool(max_deliver=1, backoff=()), tally, msgs, settled("dup", "new", "bad"),
+    record, _, outcomes = await run(pool(max_deliver=1, backoff=()), handler, msgs, settled("dup", "new", "bad"),
                                     middleware=[kinds], store=store)
     assert kinds.kinds == {"dup": ["duplicate"], "new": ["ok"], "bad": ["exhausted"]}
     assert record.of("dup") == ["ack_confirmed"]  # applied already: not run again
@@ -214,3 +222,21 @@ async def test_metrics_count_settled_outcomes() -> None:
              value("foundation_task_duration_seconds_count"))
     assert [a - b for a, b in zip(after, before)] == [1, 1, 2]
     assert value("foundation_tasks_in_flight") == 0
+
+
+async def test_the_quota_gate_is_entered_around_the_handler() -> None:
+    events: list[str] = []
+
+    @asynccontextmanager
+    async def gate() -> Any:
+        events.append("enter")
+        yield
+        events.append("exit")
+
+    async def noting(payload: Any) -> Any:
+        events.append("handler")
+        return payload
+
+    record, _, _ = await run(pool(), noting, [StubMsg(1, "q", seq=1)], settled("q"), gate=gate)
+    assert events == ["enter", "handler", "exit"]
+    assert record.of("q") == ["result", "ack"]
