@@ -22,6 +22,9 @@
 * :mod:`broker.exitlog` — the stream of worker exit events, replayed to explain a death.
 * :mod:`broker.stored` — a stream's messages by sequence: read, delete, a consumer's progress.
 * :mod:`broker.listener` — plain messages on a subject handed to a callback (advisories).
+* :mod:`broker.natserrors` — nats-py's errors under the names the protocols catch them by.
+* :mod:`broker.service` — NATS micro services: endpoints answering requests (the node's ``foundation``).
+* :mod:`broker.expiring` — a KV bucket whose keys expire one by one, with delete markers (the registry).
 """
 
 from broker import catalog, monitor, subjects
@@ -74,6 +77,8 @@ from broker.snapshot import current_values
 from broker.retry import publish as publish_retrying
 from broker.streams import (
     DeclarationError,
+    KeyValueBucket,
+    KeyWatcher,
     StaleWatchError,
     consumer_config,
     declare_all,
@@ -82,10 +87,30 @@ from broker.streams import (
     key_value,
     set_lazy_replicas,
     reconnects,
+    bucket_connection,
     stream_configs,
     watch_update,
 )
 from broker.bucket import Bucket
+from broker.expiring import open_expiring_bucket
+from broker.natserrors import (
+    TRANSPORT_ERRORS,
+    BadSubscriptionError,
+    ConnectionClosedError,
+    JetStreamAPIError,
+    JetStreamError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    NatsTimeoutError,
+    NoKeysError,
+    NoRespondersError,
+    NotFoundError,
+    OutboundBufferFullError,
+    PayloadTooLargeError,
+    ReconnectingError,
+    WrongRevisionError,
+)
+from broker.service import Endpoint, Service, ServiceError, ServiceRequest, start_service
 from broker.casbucket import CasBucket, CasConflictError
 from broker.exitlog import ExitLog
 from broker.listener import Listener, Received
@@ -101,6 +126,11 @@ from broker.tasks import (
 )
 
 __all__ = [
+    "TRANSPORT_ERRORS", "BadSubscriptionError", "ConnectionClosedError", "JetStreamAPIError", "JetStreamError",
+    "KeyDeletedError", "KeyNotFoundError", "NatsTimeoutError", "NoKeysError", "NoRespondersError", "NotFoundError",
+    "OutboundBufferFullError", "PayloadTooLargeError", "ReconnectingError", "WrongRevisionError",
+    "Endpoint", "Service", "ServiceError", "ServiceRequest", "start_service",
+    "KeyValueBucket", "KeyWatcher", "bucket_connection", "open_expiring_bucket",
     "current_values",
     "Bucket", "Connection", "ConsumerProgress", "ExitLog", "JetStream", "Listener", "NATS_ERRORS", "Received",
     "StoredMessage", "consumer_progress", "delete_message", "get_message",

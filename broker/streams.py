@@ -37,6 +37,12 @@ from config.schema import NatsConfig, PoolConfig
 
 log = logging.getLogger("foundation.broker")
 
+KeyValueBucket = KeyValue
+"""A KV bucket as :func:`key_value` opens it: ``get``, ``put``, ``create``, ``update``, ``watch``."""
+
+KeyWatcher = KeyValue.KeyWatcher
+"""A KV bucket's watcher, as ``KeyValueBucket.watch`` returns it (read it with :func:`watch_update`)."""
+
 _EXISTS = 10058  # stream name already in use: another node declared it first
 
 _lazy_replicas = 1  # replicas of a bucket created on first use (key_value), see set_lazy_replicas
@@ -214,7 +220,7 @@ async def key_value(
     history: int = 1,
     ttl: float | None = None,
     per_key_ttl: bool = False,
-) -> KeyValue:
+) -> KeyValueBucket:
     """Open a KV bucket, creating it (with one replica, see :func:`set_lazy_replicas`) if it is missing.
 
     A bucket of the catalog takes the catalog's settings; the keyword
@@ -256,6 +262,11 @@ class StaleWatchError(BrokerError):
 def reconnects(nc: Any) -> int:
     """How many times the connection ``nc`` has reconnected so far."""
     return int(nc.stats.get("reconnects", 0))
+
+
+def bucket_connection(kv: KeyValueBucket) -> Any:
+    """The connection a bucket was opened on (whose :func:`reconnects` stale its watches)."""
+    return kv._js._nc  # nats-py keeps it only there
 
 
 async def watch_update(watcher: Any, nc: Any, epoch: int, *, poll: float = 1.0) -> Any:

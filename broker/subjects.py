@@ -32,6 +32,10 @@ TASK_ID = "Foundation-Task-Id"
 POOL = "Foundation-Pool"
 ERROR = "Foundation-Error"
 ATTEMPTS = "Foundation-Attempts"
+# A KV bucket's operation header, on deletes and purges (a put has none).
+KV_OPERATION = "KV-Operation"
+KV_DELETE = "DEL"
+KV_PURGE = "PURGE"
 
 _FORBIDDEN = set(" \t\r\n.*>")
 INBOX_PREFIX = "_INBOX."  # where replies go; see broker.replies

@@ -22,13 +22,26 @@ import logging
 import math
 from collections.abc import AsyncIterator
 
-import nats.errors
-import nats.js.errors
-from nats.aio.client import Client
-from nats.js import JetStreamContext
-from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
-
-from broker import catalog, jetstream, key_value, reconnects, subjects, watch_update
+from broker import (
+    TRANSPORT_ERRORS,
+    BadSubscriptionError,
+    Connection,
+    ConnectionClosedError,
+    JetStream,
+    JetStreamAPIError,
+    JetStreamError,
+    KeyValueBucket,
+    KeyWatcher,
+    NotFoundError,
+    catalog,
+    jetstream,
+    open_expiring_bucket,
+    reconnects,
+    subjects,
+    watch_update,
+)
+from broker.subjects import KV_DELETE, KV_OPERATION, KV_PURGE
+from config.errors import BrokerError
 from protocols.registry.backend import Change, ChangeKind
 from protocols.registry.entry import Entry
 from protocols.registry.errors import (
@@ -55,8 +68,6 @@ _MARKER_REASON = "Nats-Marker-Reason"
 # JetStream's "wrong last sequence" API error codes.
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 
-_TRANSPORT_ERRORS = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError)
-
 
 def _ttl_header(ttl: float) -> str:
     if not 0 < ttl < MAX_AGE:
@@ -80,7 +91,7 @@ def parse_record(key: str, data: bytes | None, revision: int | None) -> Entry | 
 class _KVWatch:
     """Turns the bucket watcher's entries into :class:`Change` values."""
 
-    def __init__(self, watcher: KeyValue.KeyWatcher, nc: Client, epoch: int) -> None:
+    def __init__(self, watcher: KeyWatcher, nc: Connection, epoch: int) -> None:
         self._watcher = watcher
         self._nc = nc
         self._epoch = epoch
@@ -94,7 +105,7 @@ class _KVWatch:
             item = await watch_update(self._watcher, self._nc, self._epoch)
             if item is None:
                 return None
-            if item.operation == KV_DEL:
+            if item.operation == KV_DELETE:
                 return Change(ChangeKind.DELETE, item.key, None, item.revision)
             if item.operation == KV_PURGE:
                 # nats-py reports server TTL markers ("MaxAge") as purges; we never purge.
@@ -108,7 +119,7 @@ class _KVWatch:
     async def stop(self) -> None:
         try:
             await self._watcher.stop()
-        except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
+        except (ConnectionClosedError, BadSubscriptionError):
             pass  # already gone with its connection
 
 
@@ -118,7 +129,7 @@ class KVBackend:
     Build it with :meth:`open`, which creates or adapts the bucket.
     """
 
-    def __init__(self, js: JetStreamContext, kv: KeyValue, bucket: str, nc: Client | None = None) -> None:
+    def __init__(self, js: JetStream, kv: KeyValueBucket, bucket: str, nc: Connection | None = None) -> None:
         self._js = js
         self._nc = nc if nc is not None else js._nc
         self._kv = kv
@@ -127,7 +138,7 @@ class KVBackend:
         self.bucket = bucket
 
     @classmethod
-    async def open(cls, nc: Client, bucket: str = subjects.REGISTRY_BUCKET, *,
+    async def open(cls, nc: Connection, bucket: str = subjects.REGISTRY_BUCKET, *,
                    marker_ttl: float = MARKER_TTL) -> KVBackend:
         """Open (creating if needed) the bucket with per-key TTL and expiry markers.
 
@@ -136,29 +147,21 @@ class KVBackend:
         """
         js = jetstream(nc)
         try:
-            kv = await key_value(js, bucket, per_key_ttl=True)
-            info = await js.stream_info(f"KV_{bucket}")
-            cfg = info.config
-            if not cfg.allow_msg_ttl or not cfg.subject_delete_marker_ttl or cfg.max_age != MAX_AGE:
-                # Both are needed for expiry by TTL to reach watchers; raced updates are idempotent.
-                cfg.allow_msg_ttl = True
-                cfg.subject_delete_marker_ttl = marker_ttl
-                cfg.max_age = MAX_AGE
-                await js.update_stream(cfg)
-        except (nats.js.errors.Error, *_TRANSPORT_ERRORS) as exc:
+            kv = await open_expiring_bucket(js, bucket, marker_ttl=marker_ttl, max_age=MAX_AGE)
+        except (BrokerError, JetStreamError, *TRANSPORT_ERRORS) as exc:
             raise RegistryUnavailableError(f"cannot open the KV bucket {bucket!r}: {exc}") from exc
         return cls(js, kv, bucket, nc)
 
     async def _publish(self, id: str, data: bytes, headers: dict[str, str]) -> int:
         try:
             ack = await self._js.publish(self._prefix + id, data, headers=headers or None)
-        except nats.js.errors.APIError as exc:
+        except JetStreamAPIError as exc:
             if exc.err_code in _WRONG_LAST_SEQUENCE:
                 raise RevisionMismatchError(
                     f"registry entry {id!r} changed since revision {headers.get(_EXPECTED_LAST)}"
                 ) from exc
             raise RegistryUnavailableError(f"registry write of {id!r} refused: {exc}") from exc
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             raise RegistryUnavailableError(f"registry write of {id!r} failed: {exc}; is NATS reachable?") from exc
         return ack.seq
 
@@ -185,12 +188,12 @@ class KVBackend:
         expiry marker; None if the key has no message at all."""
         try:
             msg = await self._js.get_msg(self._stream, subject=self._prefix + id)
-        except nats.js.errors.NotFoundError:
+        except NotFoundError:
             return None
-        except (nats.js.errors.Error, *_TRANSPORT_ERRORS) as exc:
+        except (JetStreamError, *TRANSPORT_ERRORS) as exc:
             raise RegistryUnavailableError(f"registry read of {id!r} failed: {exc}") from exc
         headers = msg.headers or {}
-        if headers.get(KV_OP) in (KV_DEL, KV_PURGE) or _MARKER_REASON in headers or not msg.data:
+        if headers.get(KV_OPERATION) in (KV_DELETE, KV_PURGE) or _MARKER_REASON in headers or not msg.data:
             return msg.seq, None
         return msg.seq, parse_record(id, msg.data, msg.seq)
 
@@ -201,7 +204,7 @@ class KVBackend:
         return latest[1], latest[0]
 
     async def delete(self, id: str, revision: int | None = None) -> int | None:
-        headers = {KV_OP: KV_DEL}
+        headers = {KV_OPERATION: KV_DELETE}
         if revision is not None:
             headers[_EXPECTED_LAST] = str(revision)
         return await self._publish(id, b"", headers)
@@ -210,6 +213,6 @@ class KVBackend:
         epoch = reconnects(self._nc)
         try:
             watcher = await self._kv.watchall()
-        except (nats.js.errors.Error, *_TRANSPORT_ERRORS) as exc:
+        except (JetStreamError, *TRANSPORT_ERRORS) as exc:
             raise RegistryUnavailableError(f"cannot watch the KV bucket {self.bucket!r}: {exc}") from exc
         return _KVWatch(watcher, self._nc, epoch)

@@ -25,9 +25,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
-from nats.aio.client import Client
-
-from broker import subjects
+from broker import Connection, subjects
 from protocols.registry.backend import Change, ChangeKind, RegistryBackend
 from protocols.registry.cache import ChangeStream, RegistryCache
 from protocols.registry.entry import Entry, Load, Status
@@ -355,7 +353,7 @@ class Registry:
 
 @contextlib.asynccontextmanager
 async def open_registry(
-    nc: Client | None = None,
+    nc: Connection | None = None,
     *,
     backend: RegistryBackend | None = None,
     bucket: str = subjects.REGISTRY_BUCKET,

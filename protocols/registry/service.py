@@ -31,12 +31,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from nats.aio.client import Client
-from nats.micro import add_service
-from nats.micro.request import Request
-from nats.micro.service import EndpointConfig, Service
-
-from broker import codec, reply_allowed, request_reply, subjects
+from broker import Connection, Endpoint, Service, ServiceRequest, codec, reply_allowed, request_reply, start_service, subjects
 from config.errors import FoundationError
 from protocols.registry.entry import Entry
 from protocols.registry.errors import InvalidQueryError
@@ -117,26 +112,26 @@ async def handle_query(registry: Registry, request_json: bytes) -> bytes:
                          "entries": [e.to_dict() for e in entries]})
 
 
-def query_endpoint(registry: Registry, subject: str = QUERY_SUBJECT) -> EndpointConfig:
+def query_endpoint(registry: Registry, subject: str = QUERY_SUBJECT) -> Endpoint:
     """The endpoint to add to the node's ``foundation`` micro service.
 
     ``await service.add_endpoint(query_endpoint(registry))``.
     """
 
-    async def handler(request: Request) -> None:
+    async def handler(request: ServiceRequest) -> None:
         if reply_allowed(request_reply(request), "registry query"):
             await request.respond(await handle_query(registry, request.data))
 
-    return EndpointConfig(name=ENDPOINT_NAME, subject=subject, handler=handler)
+    return Endpoint(name=ENDPOINT_NAME, subject=subject, handler=handler)
 
 
-async def serve_registry_queries(nc: Client, registry: Registry, subject: str = QUERY_SUBJECT,
+async def serve_registry_queries(nc: Connection, registry: Registry, subject: str = QUERY_SUBJECT,
                                  version: str = "0.1.0") -> Service:
     """Run the endpoint on its own ``foundation`` micro service; stop it with ``await svc.stop()``.
 
     For processes that do not run the node's control service (tools, tests).
     """
-    service = await add_service(nc, name=subjects.SERVICE_NAME, version=version,
+    service = await start_service(nc, name=subjects.SERVICE_NAME, version=version,
                                 description="Foundation node services")
     await service.add_endpoint(query_endpoint(registry, subject))
     return service
