@@ -21,10 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-import nats.errors
-from nats.aio.client import Client
-
-from broker import codec
+from broker import NATS_ERRORS, Connection, codec
 from protocols.quota.errors import QuotaTimeoutError, QuotaUnavailableError
 from protocols.quota.metrics import BREACHES
 from protocols.quota.wire import QuotaRequest, reply_count, reply_seconds, request_subject
@@ -50,7 +47,7 @@ class QuotaClient:
         request_timeout: seconds to wait for one service reply.
     """
 
-    def __init__(self, nc: Client, pool: str, holder: str, *, batch: int = 10, low_water: int | None = None,
+    def __init__(self, nc: Connection, pool: str, holder: str, *, batch: int = 10, low_water: int | None = None,
                  timeout: float = 30.0, request_timeout: float = 1.0) -> None:
         self.nc = nc
         self.pool = pool
@@ -84,7 +81,7 @@ class QuotaClient:
         try:
             msg = await self.nc.request(self.subject, request.encode(), timeout=self.request_timeout)
             body = codec.decode(msg.data)
-        except (nats.errors.Error, codec.CodecError) as exc:
+        except (*NATS_ERRORS, codec.CodecError) as exc:
             # No responders, a timeout, a closed connection or a garbled reply: all
             # mean "no service answered"; the caller retries with backoff.
             log.debug("quota %s: no answer (%s)", self.pool, type(exc).__name__)

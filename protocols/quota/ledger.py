@@ -29,13 +29,20 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import nats.errors
-import nats.js.errors
-from nats.aio.client import Client
-from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
-
-from broker import codec, current_values, jetstream, key_value, subjects
+from broker import (
+    TRANSPORT_ERRORS,
+    Connection,
+    JetStream,
+    JetStreamAPIError,
+    JetStreamError,
+    KeyValueBucket,
+    NotFoundError,
+    codec,
+    current_values,
+    jetstream,
+    key_value,
+    subjects,
+)
 from config.errors import BrokerError
 from protocols.quota.errors import LedgerConflictError, QuotaError, QuotaUnavailableError
 
@@ -47,7 +54,6 @@ MALFORMED_HOLDER = "(malformed record)"
 RECORD_TTL = 3600.0
 _VERSION = 1
 _WRONG_LAST_SEQUENCE = (10071, 10164)
-_TRANSPORT_ERRORS = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError)
 
 
 @dataclass(frozen=True)
@@ -182,7 +188,7 @@ def window_index(now: float, window_s: float, origin: float = 0.0) -> int:
 class Ledger:
     """Reads and compare-and-set writes of one pool's ledger records."""
 
-    def __init__(self, js: JetStreamContext, kv: KeyValue, pool: str, bucket: str = QUOTA_BUCKET) -> None:
+    def __init__(self, js: JetStream, kv: KeyValueBucket, pool: str, bucket: str = QUOTA_BUCKET) -> None:
         self.pool = subjects.token(pool, "pool name")
         self._js = js
         self._kv = kv
@@ -191,7 +197,7 @@ class Ledger:
         self._bucket = bucket
 
     @classmethod
-    async def open(cls, nc: Client, pool: str, bucket: str = QUOTA_BUCKET) -> Ledger:
+    async def open(cls, nc: Connection, pool: str, bucket: str = QUOTA_BUCKET) -> Ledger:
         """Open (creating if needed) the ledger bucket.
 
         Raises:
@@ -200,7 +206,7 @@ class Ledger:
         js = jetstream(nc)
         try:
             kv = await key_value(js, bucket, per_key_ttl=True)
-        except (nats.js.errors.Error, *_TRANSPORT_ERRORS) as exc:
+        except (JetStreamError, *TRANSPORT_ERRORS) as exc:
             raise QuotaUnavailableError(f"cannot open the quota ledger bucket {bucket!r}: {exc}") from exc
         return cls(js, kv, pool, bucket)
 
@@ -214,9 +220,9 @@ class Ledger:
     async def _read(self, key: str) -> tuple[dict[str, Any] | None, int]:
         try:
             msg = await self._js.get_msg(self._stream, subject=self._prefix + key)
-        except nats.js.errors.NotFoundError:
+        except NotFoundError:
             return None, 0
-        except (nats.js.errors.Error, *_TRANSPORT_ERRORS) as exc:
+        except (JetStreamError, *TRANSPORT_ERRORS) as exc:
             raise QuotaUnavailableError(f"cannot read ledger record {key!r}: {exc}") from exc
         if not msg.data:  # a tombstone or expiry marker: the next write goes over it
             return None, msg.seq
@@ -233,11 +239,11 @@ class Ledger:
             headers["Nats-TTL"] = str(math.ceil(ttl))
         try:
             ack = await self._js.publish(self._prefix + key, codec.encode(record), headers=headers)
-        except nats.js.errors.APIError as exc:
+        except JetStreamAPIError as exc:
             if exc.err_code in _WRONG_LAST_SEQUENCE:
                 raise LedgerConflictError(f"ledger record {key!r} changed since revision {revision}") from exc
             raise QuotaUnavailableError(f"ledger write of {key!r} refused: {exc}") from exc
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             raise QuotaUnavailableError(f"ledger write of {key!r} failed: {exc}") from exc
         return ack.seq
 

@@ -38,10 +38,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
-from broker import connect, jetstream, reply_allowed
+from broker import Connection, Message, connect, jetstream, reply_allowed
 from config.schema import QuotaConfig
 from protocols.election import Election
 from protocols.lease import open_lease_bucket
@@ -110,7 +107,7 @@ class QuotaService:
         on_lead: called with the term each time this candidate starts leading.
     """
 
-    def __init__(self, nc: Client, pool: str, budget: Budget, *, name: str,
+    def __init__(self, nc: Connection, pool: str, budget: Budget, *, name: str,
                  lease_ttl: float = DEFAULT_LEASE_TTL, slot_ttl: float = DEFAULT_SLOT_TTL,
                  on_lead: Callable[[int], None] | None = None) -> None:
         self.nc = nc
@@ -163,7 +160,7 @@ class QuotaService:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _on_request(self, msg: Msg) -> None:
+    async def _on_request(self, msg: Message) -> None:
         try:
             request = QuotaRequest.decode(msg.data)
             if request.op == "tokens":
@@ -300,7 +297,7 @@ class QuotaService:
 
 
 @contextlib.asynccontextmanager
-async def open_quota_service(nc: Client, pool: str, budget: Budget, *, name: str,
+async def open_quota_service(nc: Connection, pool: str, budget: Budget, *, name: str,
                              **options: Any) -> AsyncIterator[QuotaService]:
     """Run a candidate quota service for the block; it resigns on exit.
 
