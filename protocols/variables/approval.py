@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from nats.aio.client import Client
+from broker import Connection
 
 from protocols.consensus import NO, YES, Ballot, Finder, Proposal, Quorum, Voter, propose
 from protocols.variables.space import ParameterSpace, VariableError, VariableValidationError
@@ -89,7 +89,7 @@ class ConsensusApproval:
 
     def __init__(
         self,
-        nc: Client,
+        nc: Connection,
         *,
         stakeholders: Sequence[str] | None = None,
         capability: str | None = None,
@@ -142,7 +142,7 @@ Check = Callable[[ChangeRequest], "Awaitable[bool | Ballot] | bool | Ballot"]
 
 
 def stakeholder(
-    nc: Client, space: ParameterSpace, voter_id: str, *, check: Check | None = None, group: str = VARIABLES_GROUP
+    nc: Connection, space: ParameterSpace, voter_id: str, *, check: Check | None = None, group: str = VARIABLES_GROUP
 ) -> Voter:
     """A voter for variable changes: no on values outside ``space``, else ``check`` (yes by default).
 

@@ -87,11 +87,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import nats.errors
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
-from broker import codec, reply_allowed
+from broker import NATS_ERRORS, Connection, Message, codec, reply_allowed
 from protocols.bft import (
     BftError,
     Certificate,
@@ -177,7 +173,7 @@ class ByzantineApproval:
     """
 
     def __init__(
-        self, nc: Client, directory: KeyDirectory, *, group: str = VARIABLES_GROUP, timeout: float = 10.0,
+        self, nc: Connection, directory: KeyDirectory, *, group: str = VARIABLES_GROUP, timeout: float = 10.0,
         reannounce: float = 1.0, signer: Signer | None = None,
     ) -> None:
         self.nc = nc
@@ -210,7 +206,7 @@ class ByzantineApproval:
         body = codec.encode(request)
         answers: asyncio.Queue[bytes] = asyncio.Queue()
 
-        async def collect(msg: Msg) -> None:
+        async def collect(msg: Message) -> None:
             answers.put_nowait(msg.data)
 
         loop = asyncio.get_running_loop()
@@ -218,7 +214,7 @@ class ByzantineApproval:
         inbox = self.nc.new_inbox()
         try:
             sub = await self.nc.subscribe(inbox, cb=collect)
-        except nats.errors.Error as exc:
+        except NATS_ERRORS as exc:
             raise VariableError(f"cannot ask group {self.group!r} to decide {change.name!r}: {exc!r}") from exc
         refused: dict[str, str] = {}
         pause = self.reannounce / 4
@@ -227,11 +223,11 @@ class ByzantineApproval:
             try:
                 await self.nc.publish(subject(self.group, instance, REQUEST), body, reply=inbox)
                 await self.nc.flush()
-            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            except (*NATS_ERRORS, asyncio.TimeoutError) as exc:
                 raise VariableError(f"cannot ask group {self.group!r} to decide {change.name!r}: {exc!r}") from exc
             while (now := loop.time()) < deadline:
                 if now >= next_announce:
-                    with contextlib.suppress(nats.errors.Error):
+                    with contextlib.suppress(*NATS_ERRORS):
                         await self.nc.publish(subject(self.group, instance, REQUEST), body, reply=inbox)
                     pause = min(pause * 2, self.reannounce)
                     next_announce = now + pause
@@ -247,7 +243,7 @@ class ByzantineApproval:
                 if verdict is not None:
                     return verdict
         finally:
-            with contextlib.suppress(nats.errors.Error):
+            with contextlib.suppress(*NATS_ERRORS):
                 await sub.unsubscribe()
         return Verdict(False, (
             f"no Byzantine decision on {change.name}={change.value!r} in {self.group}/{instance} within "
@@ -396,7 +392,7 @@ class ByzantineStakeholder:
     async def stop(self) -> None:
         """Stop answering (the participant itself belongs to the caller)."""
         if self._sub is not None:
-            with contextlib.suppress(nats.errors.Error):
+            with contextlib.suppress(*NATS_ERRORS):
                 await self._sub.unsubscribe()
             self._sub = None
         for task in list(self._tasks):
@@ -428,7 +424,7 @@ class ByzantineStakeholder:
             return f"refused by {self.id}'s check"
         return None
 
-    async def _on_request(self, msg: Msg) -> None:
+    async def _on_request(self, msg: Message) -> None:
         try:
             body = codec.decode(msg.data, _MAX_BODY)
             instance, timeout, value = str(body["instance"]), float(body["timeout"]), body["change"]
@@ -516,6 +512,6 @@ class ByzantineStakeholder:
             data = _signed(body, self.participant)
             try:
                 await self.participant.nc.publish(reply, data)
-            except nats.errors.Error as exc:
+            except NATS_ERRORS as exc:
                 # The gate re-announces; the next answer goes out then.
                 log.debug("stakeholder %s: answer to %s failed: %s", self.id, instance, exc)

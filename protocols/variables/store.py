@@ -35,12 +35,19 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats.errors
-from nats.js import JetStreamContext
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
-from nats.js.kv import KeyValue
-
-from broker import catalog, codec, streams, subjects
+from broker import (
+    NATS_ERRORS,
+    JetStream,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyValueBucket,
+    NoKeysError,
+    WrongRevisionError,
+    catalog,
+    codec,
+    streams,
+    subjects,
+)
 from protocols.variables.approval import Approval, ChangeRejectedError, ChangeRequest
 from protocols.variables.space import (
     ParameterSpace,
@@ -122,12 +129,12 @@ def spec_key(name: str) -> str:
     return f"spec.{name}"
 
 
-async def open_variables_bucket(js: JetStreamContext, bucket: str = subjects.VARIABLES_BUCKET) -> KeyValue:
+async def open_variables_bucket(js: JetStream, bucket: str = subjects.VARIABLES_BUCKET) -> KeyValueBucket:
     """Open (creating if needed) the ``variables`` bucket, keeping ``HISTORY`` revisions per key."""
     return await streams.key_value(js, bucket, history=HISTORY)
 
 
-async def load_space(kv: KeyValue) -> ParameterSpace:
+async def load_space(kv: KeyValueBucket) -> ParameterSpace:
     """The parameter space as declared in the bucket (for tools without the code's definitions)."""
     # The keys come from the stream's own subject list, in one request. A key
     # watch (``kv.keys()``) can report "caught up" before the keys it should
@@ -136,7 +143,7 @@ async def load_space(kv: KeyValue) -> ParameterSpace:
     prefix = f"{kv._pre}spec."  # nats-py keeps the bucket's subject prefix and stream private
     try:
         info = await kv._js.stream_info(kv._stream, subjects_filter=f"{prefix}>")
-    except nats.errors.Error as exc:
+    except NATS_ERRORS as exc:
         raise VariableError(f"cannot list the declared variables: {exc!r}; is NATS reachable?") from exc
     specs = []
     for subject in sorted((info.state.subjects or {})):
@@ -172,7 +179,7 @@ class VariableStore:
         approval: the gate every change must pass.
     """
 
-    def __init__(self, kv: KeyValue, space: ParameterSpace, approval: Approval) -> None:
+    def __init__(self, kv: KeyValueBucket, space: ParameterSpace, approval: Approval) -> None:
         self.kv = kv
         self.space = space
         self.approval = approval
@@ -185,9 +192,9 @@ class VariableStore:
                 initial = Change(var.name, var.default, 0, proposer="declare", reason="default", at=time.time())
                 try:
                     await self.kv.create(value_key(var.name), _encode(initial))
-                except KeyWrongLastSequenceError:
+                except WrongRevisionError:
                     pass  # already has a value: declaring never overwrites one
-        except nats.errors.Error as exc:
+        except NATS_ERRORS as exc:
             raise VariableError(f"cannot declare variables: {exc!r}; is NATS reachable?") from exc
 
     async def current(self, name: str) -> Change:
@@ -197,7 +204,7 @@ class VariableStore:
             entry = await self.kv.get(value_key(name))
         except KeyNotFoundError:
             return Change(name, var.default, 0)
-        except nats.errors.Error as exc:
+        except NATS_ERRORS as exc:
             raise VariableError(f"cannot read variable {name!r}: {exc!r}") from exc
         try:
             return Change.from_entry(entry.value or b"{}", entry.revision or 0)
@@ -235,11 +242,11 @@ class VariableStore:
                 revision = await self.kv.update(value_key(name), _encode(applied), last=now.revision)
             else:
                 revision = await self.kv.create(value_key(name), _encode(applied))
-        except KeyWrongLastSequenceError as exc:
+        except WrongRevisionError as exc:
             raise VariableConflictError(
                 f"variable {name!r} changed while this change was approved; read it again and propose again"
             ) from exc
-        except nats.errors.Error as exc:
+        except NATS_ERRORS as exc:
             raise VariableError(f"cannot apply the change of {name!r}: {exc!r}") from exc
         return Change(**{**applied.__dict__, "revision": revision})
 

@@ -30,11 +30,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import nats.errors
-from nats.js.kv import KeyValue
-
-from broker import reconnects, watch_update
-
+from broker import NATS_ERRORS, KeyValueBucket, bucket_connection, reconnects, watch_update
 from protocols.variables.space import ParameterSpace, VariableError, VariableValidationError
 from protocols.variables.store import Change, InvalidRecordError
 
@@ -51,7 +47,7 @@ class VariableView:
     Use ``async with VariableView(kv, space) as view:`` then ``view["name"]``.
     """
 
-    def __init__(self, kv: KeyValue, space: ParameterSpace) -> None:
+    def __init__(self, kv: KeyValueBucket, space: ParameterSpace) -> None:
         self.space = space
         self._kv = kv
         self._values: dict[str, Any] = space.defaults()
@@ -86,10 +82,10 @@ class VariableView:
         await loaded
 
     async def _watch(self) -> Any:
-        self._epoch = reconnects(self._kv._js._nc)
+        self._epoch = reconnects(bucket_connection(self._kv))
         try:
             self._watcher = await self._kv.watch("value.>")
-        except nats.errors.Error as exc:
+        except NATS_ERRORS as exc:
             raise VariableError(f"cannot watch the variables bucket: {exc!r}; is NATS reachable?") from exc
         return self._watcher
 
@@ -119,7 +115,7 @@ class VariableView:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         if self._watcher is not None:
-            with contextlib.suppress(nats.errors.Error):
+            with contextlib.suppress(*NATS_ERRORS):
                 await self._watcher.stop()
             self._watcher = None
 
@@ -141,7 +137,7 @@ class VariableView:
             return self[name]
 
     async def _follow(self, watcher: Any, loaded: asyncio.Future[None]) -> None:
-        nc, epoch = self._kv._js._nc, self._epoch
+        nc, epoch = bucket_connection(self._kv), self._epoch
         while True:
             entry = await watch_update(watcher, nc, epoch)  # StaleWatchError after a reconnect
             if entry is None:  # the watch's "caught up" marker
