@@ -27,11 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import nats.errors
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
-from broker import subjects
+from broker import NATS_ERRORS, Connection, Message, PayloadTooLargeError, subjects
 from config.errors import BrokerError
 from protocols.bft.certificate import Certificate
 from protocols.bft.errors import (
@@ -92,7 +88,7 @@ class _Instance:
             # start together then hear each other's first messages instead of
             # waiting for a re-broadcast tick.
             await nc.flush()
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (*NATS_ERRORS, asyncio.TimeoutError) as exc:
             await self.close()
             raise TransportUnavailableError(f"cannot subscribe to bft instance {self.instance!r}: {exc}") from exc
         self._schedule_tick(self.owner.rebroadcast_interval / 4)
@@ -113,7 +109,7 @@ class _Instance:
                 self._spawn(self._apply(fx))
         self._schedule_tick(min(delay * 2, self.owner.rebroadcast_interval))
 
-    async def _on_msg(self, msg: Msg) -> None:
+    async def _on_msg(self, msg: Message) -> None:
         if self._closed or self.owner.paused:
             return
         if self.machine.decision is not None and msg.subject.endswith(_DECISION_SUFFIX):
@@ -135,11 +131,11 @@ class _Instance:
         for send in fx.sends:
             try:
                 await self.owner.nc.publish(subject(self.group, self.instance, send.phase), send.data)
-            except nats.errors.MaxPayloadError as exc:
+            except PayloadTooLargeError as exc:
                 # Never swallowed: this message can never reach anyone.
                 log.error("bft %s/%s: %s of %d bytes refused by the server: %s", self.group, self.instance,
                           send.phase, len(send.data), exc)
-            except nats.errors.Error as exc:
+            except NATS_ERRORS as exc:
                 # At-most-once anyway: the next tick publishes again.
                 log.debug("bft %s/%s: publish failed: %s", self.group, self.instance, exc)
 
@@ -160,7 +156,7 @@ class _Instance:
             if task is not current:
                 task.cancel()
         for sub in self._subs:
-            with contextlib.suppress(nats.errors.Error):
+            with contextlib.suppress(*NATS_ERRORS):
                 await sub.unsubscribe()
         self._subs.clear()
         if not self.done.done():
@@ -187,7 +183,7 @@ class Participant:
     """
 
     def __init__(
-        self, nc: Client, signer: Signer, directory: KeyDirectory, *,
+        self, nc: Connection, signer: Signer, directory: KeyDirectory, *,
         validate: Callable[[Any], bool] | None = None, timeouts: TimeoutPolicy = NATS_TIMEOUTS,
         rebroadcast_interval: float = 0.2, linger: float | None = 10.0,
     ) -> None:

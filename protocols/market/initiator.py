@@ -48,10 +48,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import nats.errors
-from nats.aio.client import Client
-
-from broker import reply_allowed
+from broker import NATS_ERRORS, Connection, reply_allowed
 from protocols.market import messages as m
 from protocols.market.errors import AwardFailedError, ContractNetError, NoParticipantsError, NoProposalsError
 from protocols.market.scoring import Scorer, lowest_price
@@ -102,7 +99,7 @@ class ContractNetInitiator:
 
     def __init__(
         self,
-        nc: Client,
+        nc: Connection,
         group: str,
         *,
         participants: Sequence[str] | Finder,
@@ -229,7 +226,7 @@ class _Round:
         owner = self.owner
         try:
             sub = await owner.nc.subscribe(f"{self.reply_subject}.>", cb=self.on_message)
-        except nats.errors.Error as exc:
+        except NATS_ERRORS as exc:
             raise ContractNetError(f"cannot subscribe to {self.reply_subject}: {exc}") from exc
         try:
             body = {
@@ -263,7 +260,7 @@ class _Round:
         finally:
             try:
                 await sub.unsubscribe()
-            except nats.errors.Error:
+            except NATS_ERRORS:
                 pass  # connection already closed: the subscription is gone with it
 
     async def award(self) -> None:

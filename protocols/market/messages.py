@@ -34,10 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats.errors
-from nats.aio.client import Client
-
-from broker import codec, reply_allowed, subjects
+from broker import NATS_ERRORS, Connection, codec, reply_allowed, subjects
 from config.errors import BrokerError
 from protocols.market.errors import ContractNetError
 
@@ -193,7 +190,7 @@ class CallForProposals:
 
 
 async def send(
-    nc: Client,
+    nc: Connection,
     subject: str,
     performative: str,
     *,
@@ -215,7 +212,7 @@ async def send(
     }
     try:
         await nc.publish(subject, codec.encode(body), headers=headers)
-    except nats.errors.Error as exc:
+    except NATS_ERRORS as exc:
         raise ContractNetError(f"cannot send {performative} on {subject}: {exc}; check the NATS connection") from exc
 
 

@@ -45,10 +45,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import nats.errors
-from nats.aio.client import Client
-
-from broker import codec
+from broker import NATS_ERRORS, Connection, codec
 from broker.subjects import is_inbox
 from protocols.market import messages as m
 from protocols.market.errors import ContractNetError
@@ -92,7 +89,7 @@ class ContractNetParticipant:
 
     def __init__(
         self,
-        nc: Client,
+        nc: Connection,
         group: str,
         agent_id: str,
         *,
@@ -143,7 +140,7 @@ class ContractNetParticipant:
             self._inbox_sub = await self.nc.subscribe(self._inbox, cb=self._on_inbox)
             self._cfp_sub = await self.nc.subscribe(m.cfp_wildcard(self.group), cb=self._on_cfp)
             await self.nc.flush()
-        except nats.errors.Error as exc:
+        except NATS_ERRORS as exc:
             raise ContractNetError(f"participant {self.agent_id} cannot subscribe: {exc}") from exc
 
     async def stop(self, *, drain: float = 0.0) -> None:
@@ -173,7 +170,7 @@ class ContractNetParticipant:
         await _unsubscribe(sub)
         try:
             await self.nc.flush()
-        except nats.errors.Error:
+        except NATS_ERRORS:
             pass  # connection closed: nothing reaches this participant any more
 
     async def __aenter__(self) -> ContractNetParticipant:
@@ -352,5 +349,5 @@ class ContractNetParticipant:
 async def _unsubscribe(sub: Any) -> None:
     try:
         await sub.unsubscribe()
-    except nats.errors.Error:
+    except NATS_ERRORS:
         pass  # connection closed: the subscription went with it
