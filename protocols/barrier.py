@@ -28,12 +28,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import nats.errors
-from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
-
-from broker import codec, streams, subjects
+from broker import (
+    NATS_ERRORS,
+    JetStream,
+    KeyNotFoundError,
+    KeyValueBucket,
+    NatsTimeoutError,
+    WrongRevisionError,
+    codec,
+    streams,
+    subjects,
+)
 from config.errors import ProtocolError
 from protocols.metrics import timed_round
 
@@ -68,7 +73,7 @@ class _State:
     revision: int
 
 
-async def open_barrier_bucket(js: JetStreamContext, bucket: str = BARRIER_BUCKET) -> KeyValue:
+async def open_barrier_bucket(js: JetStream, bucket: str = BARRIER_BUCKET) -> KeyValueBucket:
     """Open (creating if needed) the KV bucket that holds barriers."""
     return await streams.key_value(js, bucket, history=1)
 
@@ -84,7 +89,7 @@ class Barrier:
         party: this party's id; a fresh one when omitted.
     """
 
-    def __init__(self, kv: KeyValue, name: str, parties: int, *, party: str | None = None) -> None:
+    def __init__(self, kv: KeyValueBucket, name: str, parties: int, *, party: str | None = None) -> None:
         if parties < 1:
             raise BarrierError(f"a barrier needs at least 1 party, got {parties}")
         self.name = name
@@ -122,7 +127,7 @@ class Barrier:
                         return Passage(generation, index)
                     try:
                         entry = await watcher.updates(wait)
-                    except nats.errors.TimeoutError:
+                    except NatsTimeoutError:
                         continue
                     if entry is not None and getattr(entry, "value", None):
                         if self._parse(entry.value, entry.revision or 0).generation > generation:
@@ -130,9 +135,9 @@ class Barrier:
             finally:
                 try:
                     await watcher.stop()
-                except nats.errors.Error:
+                except NATS_ERRORS:
                     pass
-        except nats.errors.Error as exc:
+        except NATS_ERRORS as exc:
             raise BarrierError(f"barrier {self.name!r} failed: {exc!r}; is NATS reachable?") from exc
 
     async def _read(self) -> _State | None:
@@ -162,7 +167,7 @@ class Barrier:
                 await self._kv.create(self.name, data)
             else:
                 await self._kv.update(self.name, data, last=state.revision)
-        except KeyWrongLastSequenceError:
+        except WrongRevisionError:
             return False  # another party wrote first: read again
         return True
 

@@ -52,13 +52,18 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-import nats.errors
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
-
-from broker import codec, jetstream, streams, subjects
+from broker import (
+    NATS_ERRORS,
+    Connection,
+    KeyNotFoundError,
+    KeyValueBucket,
+    Message,
+    WrongRevisionError,
+    codec,
+    jetstream,
+    streams,
+    subjects,
+)
 from config.errors import BrokerError, ProtocolError
 from protocols.metrics import timed_round
 
@@ -237,10 +242,10 @@ class Tally:
         return [p for p in self.participants if p in self.ballots and self.ballots[p].vote == vote]
 
 
-_buckets: weakref.WeakKeyDictionary[Client, KeyValue] = weakref.WeakKeyDictionary()
+_buckets: weakref.WeakKeyDictionary[Connection, KeyValueBucket] = weakref.WeakKeyDictionary()
 
 
-async def decision_bucket(nc: Client) -> KeyValue:
+async def decision_bucket(nc: Connection) -> KeyValueBucket:
     """The ``consensus`` KV bucket (opened once per connection)."""
     kv = _buckets.get(nc)
     if kv is None:
@@ -282,7 +287,7 @@ def proposals_of(group: str) -> str:
 
 @timed_round("consensus", lambda decision: decision.outcome)
 async def propose(
-    nc: Client,
+    nc: Connection,
     group: str,
     value: Any,
     *,
@@ -333,7 +338,7 @@ async def propose(
 
     votes = _subject(group, session, "vote")
 
-    async def _on_vote(msg: Msg) -> None:
+    async def _on_vote(msg: Message) -> None:
         voter = msg.subject[len(votes) + 1:]  # who sent it, as far as the server's permissions know
         try:
             body = codec.decode(msg.data, 64 * 1024)
@@ -380,24 +385,24 @@ async def propose(
             kv = await decision_bucket(nc)
             try:
                 await kv.create(f"{group}.{session}", body)
-            except KeyWrongLastSequenceError as exc:
+            except WrongRevisionError as exc:
                 raise DecisionExistsError(
                     f"session {session!r} of group {group!r} already has a decision; use a fresh session"
                 ) from exc
         await nc.publish(_subject(group, session, "decision"), body)
-    except nats.errors.Error as exc:
+    except NATS_ERRORS as exc:
         raise ConsensusError(f"consensus round {group}/{session} failed: {exc!r}; is NATS reachable?") from exc
     return decision
 
 
-async def read_decision(nc: Client, group: str, session: str) -> Decision | None:
+async def read_decision(nc: Connection, group: str, session: str) -> Decision | None:
     """The stored decision of a session, or ``None`` if there is none (yet)."""
     kv = await decision_bucket(nc)
     try:
         entry = await kv.get(f"{group}.{session}")
     except KeyNotFoundError:
         return None
-    except nats.errors.Error as exc:
+    except NATS_ERRORS as exc:
         raise ConsensusError(f"cannot read decision {group}/{session}: {exc!r}") from exc
     return Decision.from_dict(codec.decode(entry.value or b"{}"))
 
@@ -464,7 +469,7 @@ class Voter:
     """
 
     def __init__(
-        self, nc: Client, group: str, voter_id: str, decide: Decide, *, max_concurrent: int = 64,
+        self, nc: Connection, group: str, voter_id: str, decide: Decide, *, max_concurrent: int = 64,
         max_pending: int | None = None,
     ) -> None:
         vote_subject(group, "_", voter_id)  # a voter id that cannot name a subject is refused here
@@ -498,7 +503,7 @@ class Voter:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def _on_proposal(self, msg: Msg) -> None:
+    async def _on_proposal(self, msg: Message) -> None:
         loop = asyncio.get_running_loop()
         try:
             proposal = parse_proposal(msg.data, loop.time())
@@ -541,5 +546,5 @@ class Voter:
             try:
                 await self.nc.publish(reply, codec.encode(vote))
                 self.stats.voted += 1
-            except nats.errors.Error as exc:
+            except NATS_ERRORS as exc:
                 log.warning("voter %s: vote on %s not sent: %r", self.voter_id, proposal.session, exc)

@@ -33,8 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import nats.errors
-from nats.js.kv import KeyValue
+from broker import NATS_ERRORS, KeyValueBucket, NatsTimeoutError
 
 from protocols.lease import Lease, LeaseError, LeaseRecord, LeaseUnavailableError, decode_record, read_lease
 from protocols.metrics import timed_round
@@ -77,7 +76,7 @@ class Election:
     """
 
     def __init__(
-        self, kv: KeyValue, name: str, candidate: str, ttl: float = 5.0, *, safety_margin: float | None = None
+        self, kv: KeyValueBucket, name: str, candidate: str, ttl: float = 5.0, *, safety_margin: float | None = None
     ) -> None:
         self.name = name
         self.candidate = candidate
@@ -193,7 +192,7 @@ class LeaderWatch:
     The first item is the current state.
     """
 
-    def __init__(self, kv: KeyValue, name: str) -> None:
+    def __init__(self, kv: KeyValueBucket, name: str) -> None:
         self._kv = kv
         self._key = election_key(name)
         self._watcher: Any = None
@@ -203,13 +202,13 @@ class LeaderWatch:
     async def __aenter__(self) -> LeaderWatch:
         try:
             self._watcher = await self._kv.watch(self._key)
-        except nats.errors.Error as exc:
+        except NATS_ERRORS as exc:
             raise LeaseUnavailableError(f"cannot watch election key {self._key!r}: {exc!r}") from exc
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._watcher is not None:
-            with contextlib.suppress(nats.errors.Error):
+            with contextlib.suppress(*NATS_ERRORS):
                 await self._watcher.stop()
             self._watcher = None
 
@@ -227,7 +226,7 @@ class LeaderWatch:
                 timeout = max(self._seen[1] + self._seen[0].ttl - loop.time(), 0.001)
             try:
                 entry = await self._watcher.updates(timeout)
-            except nats.errors.TimeoutError:
+            except NatsTimeoutError:
                 record = self._seen[0]  # type: ignore[index]
                 self._seen = None
                 change = self._emit(Leader(None, record.term, expired=True))

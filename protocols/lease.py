@@ -55,12 +55,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import nats.errors
-from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
-
-from broker import codec, streams, subjects
+from broker import (
+    NATS_ERRORS,
+    JetStream,
+    KeyNotFoundError,
+    KeyValueBucket,
+    NatsTimeoutError,
+    WrongRevisionError,
+    codec,
+    streams,
+    subjects,
+)
 from config.errors import ProtocolError
 
 log = logging.getLogger("foundation.protocols.lease")
@@ -152,7 +157,7 @@ def _tolerant(name: str, data: bytes, revision: int, ttl: float) -> LeaseRecord:
         return LeaseRecord(holder=UNKNOWN_HOLDER, owner=None, term=0, ttl=ttl, revision=revision)
 
 
-async def read_lease(kv: KeyValue, name: str, *, malformed_ttl: float | None = None) -> LeaseRecord | None:
+async def read_lease(kv: KeyValueBucket, name: str, *, malformed_ttl: float | None = None) -> LeaseRecord | None:
     """The current record of lease ``name``, or ``None`` if it was never granted.
 
     Args:
@@ -167,14 +172,14 @@ async def read_lease(kv: KeyValue, name: str, *, malformed_ttl: float | None = N
         entry = await kv.get(name)
     except KeyNotFoundError:
         return None
-    except nats.errors.Error as exc:
+    except NATS_ERRORS as exc:
         raise LeaseUnavailableError(f"cannot read lease {name!r}: {exc!r}; is NATS reachable?") from exc
     if malformed_ttl is not None:
         return _tolerant(name, entry.value or b"", entry.revision or 0, malformed_ttl)
     return decode_record(entry.value or b"", entry.revision or 0)
 
 
-async def open_lease_bucket(js: JetStreamContext, bucket: str = LEASE_BUCKET) -> KeyValue:
+async def open_lease_bucket(js: JetStream, bucket: str = LEASE_BUCKET) -> KeyValueBucket:
     """Open (creating if needed) the KV bucket that holds leases."""
     return await streams.key_value(js, bucket, history=1)
 
@@ -196,7 +201,7 @@ class Lease:
 
     def __init__(
         self,
-        kv: KeyValue,
+        kv: KeyValueBucket,
         name: str,
         holder: str,
         ttl: float,
@@ -294,9 +299,9 @@ class Lease:
                 revision = await self._kv.create(self.name, data)
             else:
                 revision = await self._kv.update(self.name, data, last=current.revision)
-        except KeyWrongLastSequenceError:
+        except WrongRevisionError:
             return None  # someone else wrote first; they hold it or it moved on
-        except nats.errors.Error as exc:
+        except NATS_ERRORS as exc:
             raise LeaseUnavailableError(f"cannot write lease {self.name!r}: {exc!r}; is NATS reachable?") from exc
         self._granted(term, revision, t0)
         return term
@@ -322,7 +327,7 @@ class Lease:
         deadline = None if timeout is None else loop.time() + timeout
         try:
             watcher = await self._kv.watch(self.name)
-        except nats.errors.Error as exc:
+        except NATS_ERRORS as exc:
             raise LeaseUnavailableError(f"cannot watch lease {self.name!r}: {exc!r}") from exc
         try:
             while True:
@@ -341,7 +346,7 @@ class Lease:
                     # Any update (renewal, release, takeover) or the expiry
                     # instant wakes us; try_acquire then decides.
                     await watcher.updates(timeout=max(wake - now, 0.001))
-                except nats.errors.TimeoutError:
+                except NatsTimeoutError:
                     pass
                 me = asyncio.current_task()
                 if me is not None and me.cancelling():
@@ -399,7 +404,7 @@ class Lease:
             t0 = loop.time()
             try:
                 revision = await self._kv.update(self.name, data, last=self._revision)
-            except KeyWrongLastSequenceError:
+            except WrongRevisionError:
                 # An earlier renewal whose ack we missed may have landed; adopt
                 # it if the record is still our grant, else we lost.
                 current = await read_lease(self._kv, self.name, malformed_ttl=self.ttl)
@@ -408,7 +413,7 @@ class Lease:
                     continue
                 self._lose()
                 raise LeaseLostError(f"lease {self.name!r} term {self.term} was taken over") from None
-            except nats.errors.Error as exc:
+            except NATS_ERRORS as exc:
                 raise LeaseUnavailableError(f"cannot renew lease {self.name!r}: {exc!r}") from exc
             if lost.is_set() or lost is not self.lost:
                 raise LeaseLostError(f"lease {self.name!r} term {self.term} expired before the renewal landed")
@@ -454,9 +459,9 @@ class Lease:
             return
         try:
             await self._kv.update(self.name, _encode(None, None, self.term, self.ttl), last=revision)
-        except KeyWrongLastSequenceError:
+        except WrongRevisionError:
             pass  # taken over already: nothing of ours to release
-        except nats.errors.Error as exc:
+        except NATS_ERRORS as exc:
             # The record expires for others one ttl after our last renewal.
             log.warning("lease %s: release failed (%r); it frees itself after %.1fs", self.name, exc, self.ttl)
 
@@ -479,5 +484,5 @@ class Lease:
 async def _stop_quietly(watcher: Any) -> None:
     try:
         await watcher.stop()
-    except nats.errors.Error:
+    except NATS_ERRORS:
         pass  # the connection is going away; the server drops the consumer

@@ -26,7 +26,7 @@ import asyncio
 import os
 import socket
 
-from nats.js.kv import KeyValue
+from broker import KeyValueBucket
 
 from protocols.lease import Lease
 from protocols.metrics import timed_round
@@ -52,7 +52,7 @@ class Lock:
 
     def __init__(
         self,
-        kv: KeyValue,
+        kv: KeyValueBucket,
         name: str,
         *,
         holder: str | None = None,
@@ -103,7 +103,7 @@ class Lock:
 
 
 def lock(
-    kv: KeyValue,
+    kv: KeyValueBucket,
     name: str,
     *,
     holder: str | None = None,
