@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from nats.js import JetStreamContext
-
-from broker import decode, read_stream, subjects
+from broker import JetStream, decode, read_stream, subjects
 from chaos.checker import Observation
 from chaos.errors import ChaosError
 from workers.statestore import StateStore
@@ -12,7 +10,7 @@ from workers.statestore import StateStore
 EFFECT_KEY = "count"  # the side effect chaos.handlers.count keeps in ctx.state
 
 
-async def require_pool(js: JetStreamContext, pool: str, where: str) -> None:
+async def require_pool(js: JetStream, pool: str, where: str) -> None:
     """Raise :class:`ChaosError` at once when ``pool`` has no consumer on ``TASKS`` (no node runs it).
 
     Tasks published to a pool nobody consumes would wait forever for results.
@@ -37,12 +35,12 @@ def drop_uncounted(seen: Observation, pool: str) -> str:
     )
 
 
-async def next_seq(js: JetStreamContext, stream: str) -> int:
+async def next_seq(js: JetStream, stream: str) -> int:
     """The sequence the next message of ``stream`` will get: where a run's outcomes start."""
     return (await js.stream_info(stream)).state.last_seq + 1
 
 
-async def effects_of(js: JetStreamContext, pool: str) -> dict[str, int]:
+async def effects_of(js: JetStream, pool: str) -> dict[str, int]:
     """Tasks applied per agent of ``pool`` (``ctx.state["count"]``), by slot id."""
     store = await StateStore.open(js)
     # Keys are <node>.<slot>; results name the slot.
@@ -53,7 +51,7 @@ async def effects_of(js: JetStreamContext, pool: str) -> dict[str, int]:
 
 
 async def observe(
-    js: JetStreamContext,
+    js: JetStream,
     pool: str,
     *,
     effects: bool = True,

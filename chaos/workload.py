@@ -13,20 +13,25 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import nats.errors
-import nats.js.errors
-from nats.js import JetStreamContext
-
-from broker import encode, subjects
+from broker import (
+    ConnectionClosedError,
+    JetStream,
+    JetStreamAPIError,
+    NoRespondersError,
+    OutboundBufferFullError,
+    ReconnectingError,
+    encode,
+    subjects,
+)
 from chaos.history import ACKED, FAILED, UNKNOWN, History, PublishRecord
 
 # Raised before anything was sent, or a definite "not stored" from the server.
 _FAILED = (
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.NoRespondersError,
-    nats.js.errors.APIError,
+    ConnectionClosedError,
+    ReconnectingError,
+    OutboundBufferFullError,
+    NoRespondersError,
+    JetStreamAPIError,
 )
 
 
@@ -50,7 +55,7 @@ class Workload:
 
     def __init__(
         self,
-        js: JetStreamContext,
+        js: JetStream,
         pool: str,
         n: int,
         *,

@@ -29,9 +29,7 @@ import contextlib
 import logging
 from typing import Any
 
-from nats.aio.client import Client
-
-from broker import jetstream
+from broker import Connection, jetstream
 from config.errors import ConfigError, FoundationError
 from config.schema import Config
 from protocols.consensus import decision_bucket, registry_finder
@@ -70,7 +68,7 @@ def parse_variables(tables: dict[str, dict[str, Any]]) -> ParameterSpace:
     return ParameterSpace.from_dict(tables)
 
 
-async def propose_variable(nc: Client, registry: Any, name: str, value: Any, *, proposer: str, reason: str = "",
+async def propose_variable(nc: Connection, registry: Any, name: str, value: Any, *, proposer: str, reason: str = "",
                            deadline: float = 2.0) -> Change:
     """Put a change of variable ``name`` to the vote of its stakeholders and apply it if accepted.
 
@@ -114,7 +112,7 @@ class NodeAgents:
         self._stack: contextlib.AsyncExitStack | None = None
         self._removals: set[asyncio.Task[None]] = set()
 
-    async def start(self, nc: Client, service: Any) -> None:
+    async def start(self, nc: Connection, service: Any) -> None:
         """Start on a (new) connection; ``service`` is the node's micro service.
 
         Raises:

@@ -31,11 +31,19 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from nats.aio.client import Client
-from nats.micro import add_service
-from nats.micro.request import Request, ServiceError
-
-from broker import decode, encode, reply_allowed, request_reply, subjects
+from broker import (
+    Connection,
+    NatsTimeoutError,
+    NoRespondersError,
+    ServiceError,
+    ServiceRequest,
+    decode,
+    encode,
+    reply_allowed,
+    request_reply,
+    start_service,
+    subjects,
+)
 from config.errors import FoundationError
 
 log = logging.getLogger("foundation.control")
@@ -70,7 +78,7 @@ class ControlError(FoundationError):
         super().__init__(message)
 
 
-async def serve_control(nc: Client, node: str, endpoints: dict[str, Handler], spawn: Spawn | None = None) -> Any:
+async def serve_control(nc: Connection, node: str, endpoints: dict[str, Handler], spawn: Spawn | None = None) -> Any:
     """Register the service and its endpoints; returns the micro service.
 
     ``spawn`` runs the work of :class:`Later` replies; the caller owns those
@@ -78,7 +86,7 @@ async def serve_control(nc: Client, node: str, endpoints: dict[str, Handler], sp
     does). Without it they run as tasks of their own, kept until they end.
     """
     spawn = spawn or _spawn
-    service = await add_service(
+    service = await start_service(
         nc,
         name=subjects.SERVICE_NAME,
         version=VERSION,
@@ -102,10 +110,10 @@ def _spawn(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
     return task
 
 
-def _wrap(fn: Handler, spawn: Spawn) -> Callable[[Request], Awaitable[None]]:
+def _wrap(fn: Handler, spawn: Spawn) -> Callable[[ServiceRequest], Awaitable[None]]:
     # Errors leave as ServiceError so the micro framework both sends the error
     # headers and counts them in $SRV.STATS (num_errors, last_error).
-    async def handle(req: Request) -> None:
+    async def handle(req: ServiceRequest) -> None:
         # A control request without an inbox to answer is not acted on: a
         # reply reflected here by another service (say a $SRV.PING answer
         # addressed to this subject) must not drain a node.
@@ -126,7 +134,7 @@ def _wrap(fn: Handler, spawn: Spawn) -> Callable[[Request], Awaitable[None]]:
     return handle
 
 
-async def _finish(req: Request, work: Coroutine[Any, Any, Any]) -> None:
+async def _finish(req: ServiceRequest, work: Coroutine[Any, Any, Any]) -> None:
     try:
         reply = await work
     except asyncio.CancelledError:
@@ -141,7 +149,7 @@ async def _finish(req: Request, work: Coroutine[Any, Any, Any]) -> None:
         log.debug("control reply not sent: %r", exc)
 
 
-async def _answer_error(req: Request, error: ServiceError) -> None:
+async def _answer_error(req: ServiceRequest, error: ServiceError) -> None:
     try:
         await req.respond_error(error.code, error.description)
     except Exception as exc:  # the connection is closing; the caller times out
@@ -157,19 +165,17 @@ def _service_error(exc: Exception) -> ServiceError:
     return ServiceError(code="500", description=f"{type(exc).__name__}: {exc}")
 
 
-async def request(nc: Client, node: str, endpoint: str, args: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
+async def request(nc: Connection, node: str, endpoint: str, args: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
     """Call a node's control endpoint (the CLI's side).
 
     Raises:
         ControlError: the node answered with an error, or did not answer.
     """
-    import nats.errors
-
     try:
         msg = await nc.request(control_subject(node, endpoint), encode(args or {}), timeout=timeout)
-    except nats.errors.NoRespondersError:
+    except NoRespondersError:
         raise ControlError(f"no node {node!r} is running (nothing answers on {control_subject(node, endpoint)})", 503) from None
-    except nats.errors.TimeoutError:
+    except NatsTimeoutError:
         raise ControlError(f"node {node!r} did not answer {endpoint} within {timeout:g}s", 504) from None
     headers = msg.headers or {}
     if "Nats-Service-Error" in headers:

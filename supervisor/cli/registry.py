@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from broker import decode, encode
+from broker import NoRespondersError, decode, encode
 from config.errors import FoundationError
 from protocols.registry import QUERY_SUBJECT
 from supervisor.cli.common import add_client_options, connect_client, load
@@ -32,12 +32,10 @@ def run_ls(args: argparse.Namespace) -> int:
     request = {"op": "ls", **{k: getattr(args, k) for k in ("capability", "pool", "node", "status") if getattr(args, k)}}
 
     async def go() -> dict[str, Any]:
-        import nats.errors
-
         nc = await connect_client(args, cfg, "foundation registry")
         try:
             msg = await nc.request(QUERY_SUBJECT, encode(request), timeout=10)
-        except nats.errors.NoRespondersError:
+        except NoRespondersError:
             raise ControlError("no node answers registry queries; is `foundation up` running?", 503) from None
         finally:
             await nc.close()
