@@ -24,6 +24,7 @@
 * :mod:`broker.listener` — plain messages on a subject handed to a callback (advisories).
 * :mod:`broker.natserrors` — nats-py's errors under the names the protocols catch them by.
 * :mod:`broker.service` — NATS micro services: endpoints answering requests (the node's ``foundation``).
+* :mod:`broker.watch` — a KV bucket's updates one by one, and a watch gone stale after a reconnect.
 * :mod:`broker.expiring` — a KV bucket whose keys expire one by one, with delete markers (the registry).
 """
 
@@ -78,19 +79,15 @@ from broker.retry import publish as publish_retrying
 from broker.streams import (
     DeclarationError,
     KeyValueBucket,
-    KeyWatcher,
-    StaleWatchError,
     consumer_config,
     declare_all,
     declare_pool_consumer,
     declare_streams,
     key_value,
     set_lazy_replicas,
-    reconnects,
-    bucket_connection,
     stream_configs,
-    watch_update,
 )
+from broker.watch import KeyWatcher, StaleWatchError, bucket_connection, reconnects, watch_update
 from broker.bucket import Bucket
 from broker.expiring import open_expiring_bucket
 from broker.natserrors import (

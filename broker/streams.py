@@ -18,7 +18,6 @@ left as they are. Calls failing while NATS elects a leader are retried
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from enum import Enum
@@ -39,9 +38,6 @@ log = logging.getLogger("foundation.broker")
 
 KeyValueBucket = KeyValue
 """A KV bucket as :func:`key_value` opens it: ``get``, ``put``, ``create``, ``update``, ``watch``."""
-
-KeyWatcher = KeyValue.KeyWatcher
-"""A KV bucket's watcher, as ``KeyValueBucket.watch`` returns it (read it with :func:`watch_update`)."""
 
 _EXISTS = 10058  # stream name already in use: another node declared it first
 
@@ -249,53 +245,3 @@ async def key_value(
         if exc.err_code == _EXISTS:  # created concurrently by another process
             return await retrying(lambda: js.key_value(bucket), what=f"open KV bucket {bucket!r}")
         raise BrokerError(f"cannot create KV bucket {bucket!r}: {exc.description}") from exc
-
-class StaleWatchError(BrokerError):
-    """The connection reconnected since a KV watch was opened; open a new watch.
-
-    A KV watch is an ordered consumer on the server: when the server restarts
-    (or the client lands on another one) it may be gone without the client
-    noticing, and the watch would then wait forever.
-    """
-
-
-def reconnects(nc: Any) -> int:
-    """How many times the connection ``nc`` has reconnected so far."""
-    return int(nc.stats.get("reconnects", 0))
-
-
-def bucket_connection(kv: KeyValueBucket) -> Any:
-    """The connection a bucket was opened on (whose :func:`reconnects` stale its watches)."""
-    return kv._js._nc  # nats-py keeps it only there
-
-
-async def watch_update(watcher: Any, nc: Any, epoch: int, *, poll: float = 1.0) -> Any:
-    """The next item of a KV watcher: an entry, or None for "caught up".
-
-    Args:
-        watcher: a ``KeyValue.KeyWatcher``.
-        nc: the connection the watcher lives on.
-        epoch: :func:`reconnects` of ``nc`` when the watcher was opened.
-        poll: how often to look for a reconnect while no update arrives.
-
-    Raises:
-        StaleWatchError: the connection reconnected since ``epoch``.
-        StopAsyncIteration: the watcher was stopped.
-    """
-    import nats.errors
-
-    while True:
-        try:
-            item = await watcher.updates(timeout=poll)
-        except nats.errors.TimeoutError:
-            me = asyncio.current_task()
-            if me is not None and me.cancelling():
-                # Python 3.11's wait_for (inside updates) can turn a cancel
-                # that races with its timeout into a timeout; honour it here.
-                raise asyncio.CancelledError from None
-            if reconnects(nc) != epoch:
-                raise StaleWatchError("the NATS connection was re-established; the watch must be reopened") from None
-            continue
-        if item is not None and not hasattr(item, "key"):
-            raise StopAsyncIteration  # the watcher's stop sentinel
-        return item
