@@ -89,7 +89,7 @@ from broker.streams import (
 )
 from broker.watch import KeyWatcher, StaleWatchError, bucket_connection, reconnects, watch_update
 from broker.bucket import Bucket
-from broker.expiring import open_expiring_bucket
+from broker.expiring import latest_record, open_expiring_bucket, write_record
 from broker.natserrors import (
     TRANSPORT_ERRORS,
     BadSubscriptionError,
@@ -127,7 +127,7 @@ __all__ = [
     "KeyDeletedError", "KeyNotFoundError", "NatsTimeoutError", "NoKeysError", "NoRespondersError", "NotFoundError",
     "OutboundBufferFullError", "PayloadTooLargeError", "ReconnectingError", "WrongRevisionError",
     "Endpoint", "Service", "ServiceError", "ServiceRequest", "start_service",
-    "KeyValueBucket", "KeyWatcher", "bucket_connection", "open_expiring_bucket",
+    "KeyValueBucket", "KeyWatcher", "bucket_connection", "latest_record", "open_expiring_bucket", "write_record",
     "current_values",
     "Bucket", "Connection", "ConsumerProgress", "ExitLog", "JetStream", "Listener", "NATS_ERRORS", "Received",
     "StoredMessage", "consumer_progress", "delete_message", "get_message",

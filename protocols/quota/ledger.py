@@ -31,17 +31,18 @@ from typing import Any
 
 from broker import (
     TRANSPORT_ERRORS,
+    CasConflictError,
     Connection,
     JetStream,
-    JetStreamAPIError,
     JetStreamError,
     KeyValueBucket,
-    NotFoundError,
     codec,
     current_values,
     jetstream,
     key_value,
+    latest_record,
     subjects,
+    write_record,
 )
 from config.errors import BrokerError
 from protocols.quota.errors import LedgerConflictError, QuotaError, QuotaUnavailableError
@@ -53,7 +54,6 @@ _MAX_INT = 2**53
 MALFORMED_HOLDER = "(malformed record)"
 RECORD_TTL = 3600.0
 _VERSION = 1
-_WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
 @dataclass(frozen=True)
@@ -192,8 +192,6 @@ class Ledger:
         self.pool = subjects.token(pool, "pool name")
         self._js = js
         self._kv = kv
-        self._stream = f"KV_{bucket}"
-        self._prefix = f"$KV.{bucket}."
         self._bucket = bucket
 
     @classmethod
@@ -219,11 +217,11 @@ class Ledger:
 
     async def _read(self, key: str) -> tuple[dict[str, Any] | None, int]:
         try:
-            msg = await self._js.get_msg(self._stream, subject=self._prefix + key)
-        except NotFoundError:
-            return None, 0
-        except (JetStreamError, *TRANSPORT_ERRORS) as exc:
+            msg = await latest_record(self._js, self._bucket, key)
+        except BrokerError as exc:
             raise QuotaUnavailableError(f"cannot read ledger record {key!r}: {exc}") from exc
+        if msg is None:
+            return None, 0
         if not msg.data:  # a tombstone or expiry marker: the next write goes over it
             return None, msg.seq
         try:
@@ -234,18 +232,13 @@ class Ledger:
         return (body if isinstance(body, dict) else {}), msg.seq
 
     async def _write(self, key: str, record: dict[str, Any], revision: int, ttl: float | None) -> int:
-        headers = {"Nats-Expected-Last-Subject-Sequence": str(revision)}
-        if ttl is not None:
-            headers["Nats-TTL"] = str(math.ceil(ttl))
+        ttl_s = None if ttl is None else math.ceil(ttl)
         try:
-            ack = await self._js.publish(self._prefix + key, codec.encode(record), headers=headers)
-        except JetStreamAPIError as exc:
-            if exc.err_code in _WRONG_LAST_SEQUENCE:
-                raise LedgerConflictError(f"ledger record {key!r} changed since revision {revision}") from exc
-            raise QuotaUnavailableError(f"ledger write of {key!r} refused: {exc}") from exc
-        except TRANSPORT_ERRORS as exc:
+            return await write_record(self._js, self._bucket, key, codec.encode(record), ttl_s=ttl_s, revision=revision)
+        except CasConflictError as exc:
+            raise LedgerConflictError(f"ledger record {key!r} changed since revision {revision}") from exc
+        except BrokerError as exc:
             raise QuotaUnavailableError(f"ledger write of {key!r} failed: {exc}") from exc
-        return ack.seq
 
     async def window(self, index: int, window_s: float, budget: int, origin: float = 0.0) -> Window:
         """The record of window ``index``; an empty one (revision 0 or a tombstone's) if none."""

@@ -25,21 +25,23 @@ from collections.abc import AsyncIterator
 from broker import (
     TRANSPORT_ERRORS,
     BadSubscriptionError,
+    CasConflictError,
     Connection,
     ConnectionClosedError,
     JetStream,
-    JetStreamAPIError,
     JetStreamError,
     KeyValueBucket,
     KeyWatcher,
-    NotFoundError,
     catalog,
     jetstream,
+    latest_record,
     open_expiring_bucket,
     reconnects,
     subjects,
     watch_update,
+    write_record,
 )
+from broker.expiring import MARKER_REASON
 from broker.subjects import KV_DELETE, KV_OPERATION, KV_PURGE
 from config.errors import BrokerError
 from protocols.registry.backend import Change, ChangeKind
@@ -60,19 +62,11 @@ MARKER_TTL = 60.0
 # registry TTL must be shorter (heartbeats rewrite an entry every ttl / 3).
 MAX_AGE = catalog.REGISTRY_MAX_AGE
 
-_TTL = "Nats-TTL"
-_EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
-# Set by the server on the marker it writes when a key's TTL runs out.
-_MARKER_REASON = "Nats-Marker-Reason"
 
-# JetStream's "wrong last sequence" API error codes.
-_WRONG_LAST_SEQUENCE = (10071, 10164)
-
-
-def _ttl_header(ttl: float) -> str:
+def _ttl_seconds(ttl: float) -> int:
     if not 0 < ttl < MAX_AGE:
         raise InvalidEntryError(f"registry TTL must be in (0, {MAX_AGE:g}) seconds, got {ttl}")
-    return str(max(1, math.ceil(ttl)))
+    return max(1, math.ceil(ttl))
 
 
 def parse_record(key: str, data: bytes | None, revision: int | None) -> Entry | None:
@@ -133,8 +127,6 @@ class KVBackend:
         self._js = js
         self._nc = nc if nc is not None else js._nc
         self._kv = kv
-        self._prefix = f"$KV.{bucket}."
-        self._stream = f"KV_{bucket}"
         self.bucket = bucket
 
     @classmethod
@@ -152,21 +144,18 @@ class KVBackend:
             raise RegistryUnavailableError(f"cannot open the KV bucket {bucket!r}: {exc}") from exc
         return cls(js, kv, bucket, nc)
 
-    async def _publish(self, id: str, data: bytes, headers: dict[str, str]) -> int:
+    async def _write(self, id: str, data: bytes, *, ttl: float | None = None, revision: int | None = None,
+                     delete: bool = False) -> int:
+        ttl_s = None if ttl is None else _ttl_seconds(ttl)
         try:
-            ack = await self._js.publish(self._prefix + id, data, headers=headers or None)
-        except JetStreamAPIError as exc:
-            if exc.err_code in _WRONG_LAST_SEQUENCE:
-                raise RevisionMismatchError(
-                    f"registry entry {id!r} changed since revision {headers.get(_EXPECTED_LAST)}"
-                ) from exc
-            raise RegistryUnavailableError(f"registry write of {id!r} refused: {exc}") from exc
-        except TRANSPORT_ERRORS as exc:
+            return await write_record(self._js, self.bucket, id, data, ttl_s=ttl_s, revision=revision, delete=delete)
+        except CasConflictError as exc:
+            raise RevisionMismatchError(f"registry entry {id!r} changed since revision {revision}") from exc
+        except BrokerError as exc:
             raise RegistryUnavailableError(f"registry write of {id!r} failed: {exc}; is NATS reachable?") from exc
-        return ack.seq
 
     async def put(self, entry: Entry, ttl: float) -> int:
-        return await self._publish(entry.id, entry.to_json(), {_TTL: _ttl_header(ttl)})
+        return await self._write(entry.id, entry.to_json(), ttl=ttl)
 
     async def create(self, entry: Entry, ttl: float) -> int:
         # The key's latest message may be a tombstone; creating over it is allowed.
@@ -180,20 +169,19 @@ class KVBackend:
             raise EntryExistsError(f"registry entry {entry.id!r} was created concurrently") from exc
 
     async def update(self, entry: Entry, ttl: float, revision: int) -> int:
-        headers = {_TTL: _ttl_header(ttl), _EXPECTED_LAST: str(revision)}
-        return await self._publish(entry.id, entry.to_json(), headers)
+        return await self._write(entry.id, entry.to_json(), ttl=ttl, revision=revision)
 
     async def _latest(self, id: str) -> tuple[int, Entry | None] | None:
         """(revision, entry) of the key's latest message; entry None for a tombstone or
         expiry marker; None if the key has no message at all."""
         try:
-            msg = await self._js.get_msg(self._stream, subject=self._prefix + id)
-        except NotFoundError:
-            return None
-        except (JetStreamError, *TRANSPORT_ERRORS) as exc:
+            msg = await latest_record(self._js, self.bucket, id)
+        except BrokerError as exc:
             raise RegistryUnavailableError(f"registry read of {id!r} failed: {exc}") from exc
-        headers = msg.headers or {}
-        if headers.get(KV_OPERATION) in (KV_DELETE, KV_PURGE) or _MARKER_REASON in headers or not msg.data:
+        if msg is None:
+            return None
+        headers = msg.headers
+        if headers.get(KV_OPERATION) in (KV_DELETE, KV_PURGE) or MARKER_REASON in headers or not msg.data:
             return msg.seq, None
         return msg.seq, parse_record(id, msg.data, msg.seq)
 
@@ -204,10 +192,7 @@ class KVBackend:
         return latest[1], latest[0]
 
     async def delete(self, id: str, revision: int | None = None) -> int | None:
-        headers = {KV_OPERATION: KV_DELETE}
-        if revision is not None:
-            headers[_EXPECTED_LAST] = str(revision)
-        return await self._publish(id, b"", headers)
+        return await self._write(id, b"", revision=revision, delete=True)
 
     async def watch(self) -> _KVWatch:
         epoch = reconnects(self._nc)
