@@ -337,6 +337,14 @@ class WorkQueue:
         """Whether the task at ``seq`` is still in the stream."""
         return await get_message(self._js, self.stream, seq) is not None
 
+    async def last_sequence(self) -> int:
+        """The stream sequence of the newest task queued so far (0: none yet)."""
+        try:
+            info = await self._js.stream_info(self.stream)
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise translated(exc, f"reading the state of {self.stream}") from exc
+        return int(info.state.last_seq or 0)
+
     async def nak(self, msg: Msg, delay: float = 0.0) -> None:
         """Hand the task back for redelivery after ``delay`` seconds."""
         try:

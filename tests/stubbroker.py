@@ -70,10 +70,17 @@ class StubQueue:
         self.is_closed = False
         self.reconnects = 0
         self._msgs = list(msgs or [])
+        self._last_seq = max((m.metadata.sequence.stream for m in self._msgs), default=0)
         self._more = asyncio.Event()
+
+    def reconnected(self) -> None:
+        """The connection came back."""
+        self.reconnects += 1
+        self.nc.stats["reconnects"] = self.reconnects
 
     def put(self, *msgs: StubMsg) -> None:
         self._msgs.extend(msgs)
+        self._last_seq = max([self._last_seq, *(m.metadata.sequence.stream for m in msgs)])
         self._more.set()
 
     async def fetch(self, n: int, timeout: float) -> tuple[list[StubMsg], int]:
@@ -106,6 +113,9 @@ class StubQueue:
 
     async def still_queued(self, seq: int) -> bool:
         return True
+
+    async def last_sequence(self) -> int:
+        return self._last_seq
 
     async def flush(self, timeout: float) -> None:
         pass

@@ -10,7 +10,9 @@ pool (``persist_state`` and a handler taking ``ctx``):
    (``duplicate``). A redelivered task found in no applied list whose
    message has left the stream was settled by an agent that has forgotten
    it since: nothing is left to do. Another delivery of a task being
-   applied waits for it first;
+   applied waits for it first. After a reconnect, a first delivery of a
+   task that was queued by then is treated as a possible redelivery (see
+   :meth:`StateTransaction.after_reconnect`);
 2. run the rest of the chain, one task at a time. A sync handler runs on
    the agent's one thread (:class:`Applying`): the thread runs the calls in
    the order they were claimed, snapshots the state after each (or rolls
@@ -81,6 +83,9 @@ class StateTransaction:
         self.worker_id = worker_id
         self.threads = HandlerThreads(1) if serial else None
         self._waiting: dict[asyncio.Task[object], Delivery] = {}  # tasks waiting for their turn
+        self._reconnects = queue.reconnects
+        self._doubtful_upto = 0  # tasks up to this stream sequence may be redelivered as first deliveries
+        self._applied_then: dict[str, dict[str, Any] | None] = {}  # what the pool's other agents had applied then
 
     @classmethod
     async def open(cls, queue: WorkQueue, pool: PoolConfig, node: str, worker_id: str,
@@ -200,7 +205,28 @@ class StateTransaction:
             return seen, True
         if d.attempt > 1:
             return await self.applied_elsewhere(d), False
+        if self.queue.reconnects != self._reconnects:
+            await self.after_reconnect()
+        if d.stream_seq <= self._doubtful_upto and d.task_id in self._applied_then:
+            return Applied(d.task_id, self._applied_then[d.task_id], done_future()), False
         return None, False
+
+    async def after_reconnect(self) -> None:
+        """The connection came back: the server may have restarted.
+
+        A server that restarts may have lost the delivery counts it kept
+        last (not the tasks, nor their acks): a task delivered before may
+        come again as a first delivery. So every task already queued when
+        the connection came back is looked up in what the pool's other
+        agents had applied by then (an agent's later records cannot hold
+        it: its leases ended with the same outage).
+        """
+        reconnects = self.queue.reconnects
+        upto = await self.queue.last_sequence()
+        applied = await self.others_applied()
+        self._reconnects, self._doubtful_upto, self._applied_then = reconnects, upto, applied
+        log.info("%s: reconnected; tasks up to sequence %d are checked against %d task(s) other agents applied",
+                 self.worker_id, upto, len(applied))
 
     async def _duplicate(self, d: Delivery, seen: Applied, own: bool) -> Outcome:
         await seen.stored
@@ -232,10 +258,17 @@ class StateTransaction:
         message left the stream, so a task missing from every applied list
         whose message is still queued has not been applied anywhere.
         """
+        applied = await self.others_applied()
+        return Applied(task_id, applied[task_id], done_future()) if task_id in applied else None
+
+    async def others_applied(self) -> dict[str, dict[str, Any] | None]:
+        """The tasks the pool's other agents keep as applied, with their result bodies if unsettled."""
+        out: dict[str, dict[str, Any] | None] = {}
         for key, stored in (await self.store.peers(self.pool.name)).items():
-            if key != self.agent.key and task_id in stored.applied:
-                return Applied(task_id, (stored.outbox.get(task_id) or {}).get("result"), done_future())
-        return None
+            if key != self.agent.key:
+                for task_id in stored.applied:
+                    out[task_id] = (stored.outbox.get(task_id) or {}).get("result")
+        return out
 
     async def find_applied(self, task_id: str) -> Applied | None:
         """This agent's or another's record of ``task_id`` (for the dead-letterer)."""

@@ -36,7 +36,8 @@ def pool(**kw: Any) -> PoolConfig:
 
 
 async def run(cfg: PoolConfig, fn: Any, msgs: list[StubMsg], until: Any, *, middleware: list[Any] | None = None,
-              gate: Any = None, store: StubStateStore | None = None) -> tuple[Record, Worker, StubOutcomes]:
+              gate: Any = None, store: StubStateStore | None = None,
+              reconnected: bool = False) -> tuple[Record, Worker, StubOutcomes]:
     """Run a worker on the stub broker until ``until(record)``, then stop it."""
     record = Record()
     queue = StubQueue(record, msgs)
@@ -49,6 +50,8 @@ async def run(cfg: PoolConfig, fn: Any, msgs: list[StubMsg], until: Any, *, midd
         await agent.open()
         transaction = StateTransaction(agent, store, queue, cfg,  # type: ignore[arg-type]
                                        serial=not handler.is_async, worker_id="t.0")
+    if reconnected:
+        queue.reconnected()  # since the worker started
     worker.assemble(queue, StubJournal(record), transaction)  # type: ignore[arg-type]
     stop = asyncio.Event()
     runner = asyncio.create_task(worker.run(stop))
@@ -201,6 +204,20 @@ async def test_the_state_transaction_applies_a_task_once(handler: Any) -> None:
     stored = await store.load(agent_key("local", "t.0"))
     assert stored.state == {"count": 6}  # "bad" was rolled back
     assert "new" in stored.applied and "bad" not in stored.applied
+
+
+@pytest.mark.parametrize("reconnected", [True, False], ids=["after a reconnect", "no reconnect"])
+async def test_after_a_reconnect_a_first_delivery_is_looked_up_in_the_other_agents(reconnected: bool) -> None:
+    # A restarted server may deliver a task again as a first delivery (it lost
+    # the delivery count): once the connection came back, the tasks queued by
+    # then are looked up in what the pool's other agents applied.
+    store = StubStateStore()
+    store.seed(agent_key("local", "t.1"), {"count": 1}, ["again"])
+    msgs = [StubMsg({}, "again", seq=1), StubMsg({}, "fresh", seq=2)]
+    kinds = Kinds()
+    await run(pool(), atally, msgs, settled("again", "fresh"), middleware=[kinds], store=store,
+              reconnected=reconnected)
+    assert kinds.kinds == {"again": ["duplicate" if reconnected else "ok"], "fresh": ["ok"]}
 
 
 async def test_metrics_count_settled_outcomes() -> None:
