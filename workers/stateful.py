@@ -284,21 +284,17 @@ class Applying:
     the calls ran: record the task with its snapshot and result body.
     """
 
-    __slots__ = ("tx", "d", "seconds", "body", "snapshot", "stored")
+    __slots__ = ("tx", "d", "threads", "seconds", "body", "snapshot", "stored")
 
     def __init__(self, tx: StateTransaction, d: Delivery) -> None:
         assert tx.threads is not None
         self.tx = tx
+        self.threads: HandlerThreads = tx.threads
         self.d = d
         self.seconds: float | None = None
         self.body: dict[str, Any] | None = None
         self.snapshot = b""
         self.stored: asyncio.Future[None] | None = None
-
-    @property
-    def threads(self) -> HandlerThreads:
-        assert self.tx.threads is not None
-        return self.tx.threads
 
     def run(self, call: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         agent, d = self.tx.agent, self.d
